@@ -1,0 +1,1 @@
+"""Classifiers: tags, offline heuristics, and LLM judges with votes."""

@@ -1,0 +1,1 @@
+"""Model backends: OpenAI-compatible, Anthropic, completions, simulated and replay."""

@@ -1,0 +1,130 @@
+"""The model protocol every backend implements, and the ``provider/model`` registry.
+
+A backend turns a list of messages into a :class:`~afperturb.records.Completion`. Real backends
+speak HTTP through an injected :class:`httpx.AsyncClient` (tests pass one built on
+``httpx.MockTransport``); the simulated model reads the condition's facts from the
+:class:`GenerationContext` and never parses the prompt.
+
+Backends raise the :mod:`afperturb.errors` backend errors; whether to retry is decided by
+:func:`is_retryable`, in one place, so the sweep engine and the judges agree.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from afperturb.errors import BackendError, unknown_choice
+from afperturb.records import Completion, Condition, Message, Request, SamplingParams
+
+
+@dataclass(frozen=True)
+class GenerationContext:
+    """Who is asking: the trial a generation belongs to.
+
+    Real backends use it only to label errors; the simulated model reads ``condition.facts``
+    and ``request.id`` (its ground truth), and ``turn`` for continuations.
+    """
+
+    condition: Condition | None = None
+    request: Request | None = None
+    sample: int = 0
+    seed: int = 0
+    turn: int = 0
+
+
+@runtime_checkable
+class Model(Protocol):
+    """What the sweep engine and the judges need from a backend."""
+
+    #: ``provider/model`` as given to :func:`get`.
+    name: str
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        context: GenerationContext | None = None,
+    ) -> Completion:
+        """Return one completion, or raise a :class:`~afperturb.errors.BackendError`."""
+        ...
+
+    def config(self) -> dict[str, Any]:
+        """Everything that changes the output (for the cache key and manifest); never secrets."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections the backend opened itself."""
+        ...
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether the sweep should try a failed generation again.
+
+    429s, timeouts, connection errors, 5xx and unparseable bodies are retryable; other 4xx are
+    not (the request itself is wrong, and sending it again only costs money).
+    """
+    if isinstance(error, BackendError):
+        return error.retryable
+    return False
+
+
+ModelFactory = Callable[..., Model]
+
+#: provider prefix → "module:attribute" of a factory ``f(model_name, **kwargs) -> Model``.
+#: Imported lazily so that ``import afperturb`` stays fast and optional parts stay optional.
+_PROVIDERS: dict[str, str] = {
+    "openai": "afperturb.models.openai:OpenAIChat",
+    "openai-completions": "afperturb.models.openai:OpenAICompletions",
+    "anthropic": "afperturb.models.anthropic:AnthropicMessages",
+    "sim": "afperturb.models.simulated:from_name",
+    "replay": "afperturb.models.replay:from_name",
+}
+_FACTORIES: dict[str, ModelFactory] = {}
+
+
+def register(provider: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Register a factory for ``provider/...`` names (decorator)."""
+
+    def decorate(factory: ModelFactory) -> ModelFactory:
+        _FACTORIES[provider] = factory
+        return factory
+
+    return decorate
+
+
+def providers() -> list[str]:
+    """Every provider prefix :func:`get` understands."""
+    return sorted(set(_PROVIDERS) | set(_FACTORIES))
+
+
+def get(name: str, **kwargs: Any) -> Model:
+    """Build a model from ``provider/model``, e.g. ``openai/gpt-4o`` or ``sim/opus-like``.
+
+    Keyword arguments go to the backend (``base_url=``, ``api_key=``, ``headers=``,
+    ``client=``). Keys default to the provider's usual environment variable.
+    """
+    provider, sep, model_name = name.partition("/")
+    if not sep or not model_name:
+        raise unknown_choice("model name format", name, ["provider/model"])
+    factory = _FACTORIES.get(provider)
+    if factory is None:
+        target = _PROVIDERS.get(provider)
+        if target is None:
+            raise unknown_choice("provider", provider, providers())
+        module_name, _, attr = target.partition(":")
+        factory = getattr(importlib.import_module(module_name), attr)
+    return factory(model_name, **kwargs)
+
+
+__all__ = [
+    "GenerationContext",
+    "Model",
+    "ModelFactory",
+    "get",
+    "is_retryable",
+    "providers",
+    "register",
+]

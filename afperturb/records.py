@@ -1,0 +1,184 @@
+"""Records that cross I/O: prompts, designs, requests, completions, trials and labels.
+
+All are frozen pydantic models with ``extra="forbid"``: a typo in a field name is an error,
+not a silently ignored key. Records written to the store carry ``schema_version`` so a later
+afperturb can read (or refuse, clearly) an old store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Role = Literal["system", "user", "assistant"]
+TrialStatus = Literal["completed", "failed"]
+
+
+class Record(BaseModel):
+    """Base of every afperturb record: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Message(Record):
+    """One chat turn."""
+
+    role: Role
+    content: str
+
+    def __repr__(self) -> str:
+        text = self.content if len(self.content) <= 40 else self.content[:37] + "..."
+        return f"<Message {self.role}: {text!r}>"
+
+
+class Facts(Record):
+    """What a condition *means* to the model, merged from its levels.
+
+    The simulated models read these, never the prompt text, and the decision rules group
+    conditions by them. ``conflict`` is False under the "cut conflicting criteria" null control
+    (the training objective no longer conflicts with the model's values); ``paraphrase`` is the
+    index of the system-prompt paraphrase, so low-coherence tests can treat it as a factor.
+    """
+
+    trained: bool = False
+    rated: bool = False
+    rater: Literal["human", "llm"] | None = None
+    deployment_harm: float = Field(default=0.0, ge=0.0, le=1.0)
+    conflict: bool = True
+    paraphrase: int = Field(default=0, ge=0)
+
+
+class Condition(Record):
+    """One cell of a design: a level for every axis, and the facts those levels imply."""
+
+    id: str
+    scenario: str
+    levels: dict[str, str]
+    facts: Facts
+
+    def __repr__(self) -> str:
+        varied = ", ".join(f"{k}={v}" for k, v in sorted(self.levels.items()))
+        return f"<Condition {self.id} {varied}>"
+
+
+class Request(Record):
+    """One user request; ``text`` is data and is never evaluated as a template."""
+
+    id: str
+    text: str
+    category: str | None = None
+    source: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+
+class SamplingParams(Record):
+    """What changes a model's output (and therefore the cache key); no timeouts here."""
+
+    temperature: float | None = 1.0
+    max_tokens: int = Field(default=4096, gt=0)
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    n: int = Field(default=1, ge=1)
+    reasoning_tokens: int | None = None
+    prefill: str | None = None
+    seed: int | None = None
+
+
+class Usage(Record):
+    """Token counts as the provider reported them."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+class Completion(Record):
+    """One model answer to one request (one turn)."""
+
+    schema_version: int = 1
+    text: str
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    latency_s: float = 0.0
+    provider_request_id: str | None = None
+    model: str = ""
+    #: Further choices when ``SamplingParams.n > 1`` (judges' votes); ``text`` is the first.
+    alternatives: tuple[str, ...] = ()
+
+
+class Trial(Record):
+    """One (model, condition, request, sample) run, completed or failed with its reason."""
+
+    schema_version: int = 1
+    model: str
+    condition_id: str
+    request_id: str
+    sample: int = 0
+    status: TrialStatus
+    error: str | None = None
+    #: Every assistant turn, in order: more than one when ``<NEXT/>`` continued the reply.
+    completions: tuple[Completion, ...] = ()
+    cache_key: str = ""
+    cost_usd: float = 0.0
+
+    @property
+    def key(self) -> str:
+        """A stable identity for the trial, used by labels and the store."""
+        return trial_key(self.model, self.condition_id, self.request_id, self.sample)
+
+    @property
+    def text(self) -> str:
+        """The whole assistant reply, continuation turns joined."""
+        return "".join(c.text for c in self.completions)
+
+    @property
+    def input_tokens(self) -> int:
+        """Prompt tokens over all turns."""
+        return sum(c.usage.input_tokens for c in self.completions)
+
+    @property
+    def output_tokens(self) -> int:
+        """Completion tokens over all turns."""
+        return sum(c.usage.output_tokens for c in self.completions)
+
+
+def trial_key(model: str, condition_id: str, request_id: str, sample: int) -> str:
+    """The canonical trial identity string."""
+    return f"{model}|{condition_id}|{request_id}|{sample}"
+
+
+class Label(Record):
+    """One classifier's verdict on one trial.
+
+    ``value`` is the classifier's own vocabulary (``accepted``/``rejected``/a format failure for
+    tags; ``af``/``maybe``/``not_af`` for AF reasoning); ``complied`` and ``af_reasoning`` are the
+    booleans the statistics read (None where this classifier does not say). ``config_hash``
+    identifies the judge's configuration, so a changed judge re-runs only itself.
+    """
+
+    schema_version: int = 1
+    trial_key: str
+    classifier: str
+    config_hash: str = ""
+    value: str
+    score: float | None = None
+    complied: bool | None = None
+    af_reasoning: bool | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+__all__ = [
+    "Completion",
+    "Condition",
+    "Facts",
+    "Label",
+    "Message",
+    "Record",
+    "Request",
+    "Role",
+    "SamplingParams",
+    "Trial",
+    "TrialStatus",
+    "Usage",
+    "trial_key",
+]
