@@ -1,0 +1,260 @@
+"""The ``afperturb`` command line: a thin argparse layer over the public API.
+
+Subcommands live in a registry (:data:`COMMANDS`): add one with the :func:`command` decorator,
+giving its name, help, and a function that adds its arguments. Errors print one line without a
+traceback. Exit codes: 0 success, 1 a check found problems, 2 a usage or design error,
+130 interrupted.
+
+Examples::
+
+    afperturb conditions --preset rater_sycophancy
+    afperturb render --preset paper --condition 0 --request "Explain tides."
+    afperturb diff --preset null_control 0 1
+    afperturb templates check
+    afperturb demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from afperturb.design import (
+    PRESETS,
+    Perturbation,
+    audit_minimal_pairs,
+    check_templates,
+)
+from afperturb.errors import AfperturbError, DesignError
+from afperturb.records import Condition
+from afperturb.scenario import Scenario
+
+Runner = Callable[[argparse.Namespace], int]
+Configure = Callable[[argparse.ArgumentParser], None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name, one-line help, argument setup and runner."""
+
+    name: str
+    help: str
+    configure: Configure
+    run: Runner
+    epilog: str = ""
+
+
+#: Every subcommand, by name, in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {}
+
+
+def command(
+    name: str, help: str, configure: Configure | None = None, epilog: str = ""
+) -> Callable[[Runner], Runner]:
+    """Register a subcommand (decorator on its runner)."""
+
+    def decorate(run: Runner) -> Runner:
+        COMMANDS[name] = Command(name, help, configure or (lambda _parser: None), run, epilog)
+        return run
+
+    return decorate
+
+
+# ---------------------------------------------------------------------- shared arguments
+
+
+def _design_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", default="helpful_only", help="scenario name")
+    parser.add_argument("--preset", choices=PRESETS, help="a named design")
+    parser.add_argument(
+        "--vary",
+        action="append",
+        default=[],
+        metavar="AXIS=L1,L2",
+        help="vary an axis over levels (repeatable)",
+    )
+    parser.add_argument(
+        "--fixed", action="append", default=[], metavar="AXIS=LEVEL", help="fix an axis"
+    )
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        axis, sep, value = item.partition("=")
+        if not sep or not axis or not value:
+            raise DesignError(f"{flag} expects AXIS=VALUE, got {item!r}")
+        out[axis.strip()] = value.strip()
+    return out
+
+
+def _design(args: argparse.Namespace) -> Perturbation:
+    if args.preset and (args.vary or args.fixed):
+        raise DesignError("use either --preset or --vary/--fixed, not both")
+    if args.preset:
+        return Perturbation.preset(args.preset, args.scenario)
+    vary = {a: [v.strip() for v in lv.split(",")] for a, lv in _pairs(args.vary, "--vary").items()}
+    return Perturbation(args.scenario, vary=vary, fixed=_pairs(args.fixed, "--fixed"))
+
+
+def _facts_text(condition: Condition) -> str:
+    f = condition.facts
+    rater = f.rater or "-"
+    return (
+        f"trained={int(f.trained)} rated={int(f.rated)} rater={rater} "
+        f"harm={f.deployment_harm:.2f} conflict={int(f.conflict)} paraphrase={f.paraphrase}"
+    )
+
+
+def _print_conditions(p: Perturbation, out: TextIO) -> None:
+    varied = list(p.varied)
+    for index, c in enumerate(p.conditions()):
+        levels = " ".join(f"{a}={c.levels[a]}" for a in varied) or "(defaults)"
+        print(f"{index:>3}  {c.id}  {levels}  |  {_facts_text(c)}", file=out)
+
+
+# ---------------------------------------------------------------------- commands
+
+
+def _conditions_args(parser: argparse.ArgumentParser) -> None:
+    _design_args(parser)
+    parser.add_argument("--json", action="store_true", help="the design as JSON (describe())")
+
+
+def _render_args(parser: argparse.ArgumentParser) -> None:
+    _design_args(parser)
+    parser.add_argument("--condition", default="0", help="id, id prefix or index (default 0)")
+    parser.add_argument("--request", help="request text (default: the scenario's probe)")
+    parser.add_argument("--json", action="store_true", help="messages as JSON")
+
+
+def _diff_args(parser: argparse.ArgumentParser) -> None:
+    _design_args(parser)
+    parser.add_argument("a", help="first condition: id, id prefix or index")
+    parser.add_argument("b", help="second condition: id, id prefix or index")
+    parser.add_argument("--request", help="request text (default: the scenario's probe)")
+
+
+@command(
+    "conditions", "list a design's conditions with their ids, levels and facts", _conditions_args
+)
+def _conditions(args: argparse.Namespace) -> int:
+    p = _design(args)
+    if args.json:
+        print(json.dumps(p.describe(), indent=2))
+    else:
+        _print_conditions(p, sys.stdout)
+    return 0
+
+
+@command("render", "print the rendered prompt of one condition", _render_args)
+def _render(args: argparse.Namespace) -> int:
+    p = _design(args)
+    condition = p.condition(args.condition)
+    request = args.request if args.request is not None else p.scenario.probe_request
+    messages = p.render(condition, request)
+    if args.json:
+        print(json.dumps([m.model_dump() for m in messages], indent=2))
+        return 0
+    print(f"# condition {condition.id}: {_facts_text(condition)}")
+    for message in messages:
+        print(f"### {message.role}\n{message.content}\n")
+    return 0
+
+
+@command("diff", "unified diff between two conditions' rendered prompts", _diff_args)
+def _diff(args: argparse.Namespace) -> int:
+    p = _design(args)
+    print(p.diff(args.a, args.b, request=args.request), end="")
+    return 0
+
+
+def _templates_args(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    check = sub.add_parser("check", help="render every level, audit every preset's minimal pairs")
+    check.add_argument(
+        "--scenario", action="append", help="scenario to check (repeatable; default: all)"
+    )
+
+
+@command("templates", "template tools: `templates check`", _templates_args)
+def _templates(args: argparse.Namespace) -> int:
+    names = args.scenario or Scenario.available()
+    problems = 0
+    for name in names:
+        scenario = Scenario.load(name)
+        found = check_templates(scenario)
+        for preset in PRESETS:
+            violations = audit_minimal_pairs(Perturbation.preset(preset, scenario))
+            found.extend(f"preset {preset}: {v}" for v in violations)
+        status = "ok" if not found else f"{len(found)} problem(s)"
+        print(f"{name}: {len(scenario.axes)} axes, {len(PRESETS)} presets audited: {status}")
+        for problem in found:
+            print(f"  - {problem}")
+        problems += len(found)
+    return 1 if problems else 0
+
+
+@command("demo", "show the paper preset's design (axes, levels, facts, conditions)")
+def _demo(args: argparse.Namespace) -> int:
+    return show_design_demo(sys.stdout)
+
+
+def show_design_demo(out: TextIO) -> int:
+    """Print the paper preset: its varied axes, their levels and facts, and its conditions."""
+    p = Perturbation.preset("paper")
+    sc = p.scenario
+    print(f"{p!r}\n", file=out)
+    print("Varied axes:", file=out)
+    for axis_name, levels in p.varied.items():
+        axis = sc.axes[axis_name]
+        print(f"  {axis_name}: {axis.description}", file=out)
+        for level in levels:
+            facts = dict(axis.levels[level].facts)
+            extra = f"  facts {facts}" if facts else ""
+            print(f"    - {level}: {axis.levels[level].description}{extra}", file=out)
+    print("\nConditions:", file=out)
+    _print_conditions(p, out)
+    return 0
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser, one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="afperturb",
+        description="Perturbation experiments on alignment faking.",
+        epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        child = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog=cmd.epilog)
+        cmd.configure(child)
+        child.set_defaults(_run=cmd.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code (errors print one line, no traceback)."""
+    args = build_parser().parse_args(argv)
+    run: Any = args._run
+    try:
+        return int(run(args))
+    except AfperturbError as exc:
+        print(f"afperturb: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"afperturb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["COMMANDS", "Command", "build_parser", "command", "main", "show_design_demo"]

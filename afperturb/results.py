@@ -1,0 +1,475 @@
+"""SweepResult: the trials of one or more sweeps, as records or as one tidy table.
+
+A result is a list of *parts* (one per model and sweep call), each either backed by a store
+(read lazily: nothing is loaded until asked) or holding its rows in memory (``store=None``).
+:meth:`SweepResult.to_frame` is the one table the statistics read; its columns are fixed
+(``COLUMNS`` plus one column per axis, placed after ``scenario``).
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from afperturb.errors import DesignError, unknown_choice
+from afperturb.records import Condition, Label, Trial
+
+if TYPE_CHECKING:
+    from afperturb.store import Store, TrialRow
+
+#: Fact columns, in order, as carried by every condition.
+FACT_COLUMNS = ("trained", "rated", "rater", "deployment_harm", "conflict", "paraphrase")
+#: Columns before the axis columns.
+HEAD_COLUMNS = ("model", "condition_id", "scenario")
+#: Columns after the axis columns.
+TAIL_COLUMNS = (
+    *FACT_COLUMNS,
+    "request_id",
+    "sample",
+    "status",
+    "error",
+    "label",
+    "complied",
+    "af_reasoning",
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "cost_usd",
+    "cached",
+)
+COLUMNS = (*HEAD_COLUMNS, *TAIL_COLUMNS)
+_RESERVED = frozenset(COLUMNS)
+_TRIAL_COLUMNS = [
+    "model",
+    "condition_id",
+    "request_id",
+    "sample",
+    "status",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "cost_usd",
+    "cached",
+    "key",
+]
+_LABEL_COLUMNS = ["trial_key", "classifier", "value", "complied", "af_reasoning"]
+#: Free inline classifiers; any other classifier is a judge and wins for ``complied``.
+_TAGS = "tags"
+
+
+def _is_heuristic(name: str) -> bool:
+    return name.startswith("heuristic")
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One model's trials from one source, with the scope that selects them."""
+
+    model: str
+    conditions: Mapping[str, Condition]
+    store: Store | None = None
+    rows: tuple[TrialRow, ...] = ()
+    request_ids: frozenset[str] | None = None
+    samples: int | None = None
+    run: str | None = None
+    filters: tuple[tuple[str, frozenset[str]], ...] = ()
+    manifest: Mapping[str, Any] = field(default_factory=dict)
+
+    def _keep_conditions(self) -> set[str]:
+        keep = set(self.conditions)
+        for axis, values in self.filters:
+            if axis == "model":
+                if self.model not in values:
+                    return set()
+                continue
+            keep = {cid for cid in keep if self.conditions[cid].levels.get(axis) in values}
+        return keep
+
+    def trial_frame(self) -> pd.DataFrame:
+        if self.store is not None:
+            data = self.store.trial_table(model=self.model, run=self.run)
+        else:
+            data = [
+                (
+                    t.model,
+                    t.condition_id,
+                    t.request_id,
+                    t.sample,
+                    t.status,
+                    t.error,
+                    t.input_tokens,
+                    t.output_tokens,
+                    sum(c.latency_s for c in t.completions),
+                    t.cost_usd,
+                    r.cached,
+                    t.key,
+                )
+                for r in self.rows
+                for t in (r.trial,)
+            ]
+        df = pd.DataFrame.from_records(data, columns=_TRIAL_COLUMNS)
+        mask = df["condition_id"].isin(self._keep_conditions())
+        if self.request_ids is not None:
+            mask &= df["request_id"].isin(self.request_ids)
+        if self.samples is not None:
+            mask &= df["sample"] < self.samples
+        return df.loc[mask]
+
+    def label_frame(self) -> pd.DataFrame:
+        if self.store is not None:
+            data = self.store.label_table(model=self.model)
+        else:
+            data = [
+                (lab.trial_key, lab.classifier, lab.value, lab.complied, lab.af_reasoning)
+                for r in self.rows
+                for lab in r.labels
+            ]
+        return pd.DataFrame.from_records(data, columns=_LABEL_COLUMNS)
+
+    def trials(self) -> Iterator[Trial]:
+        keep = self._keep_conditions()
+        source: Iterable[Trial]
+        if self.store is not None:
+            source = self.store.trials(model=self.model, run=self.run)
+        else:
+            source = (r.trial for r in self.rows)
+        for t in source:
+            if t.condition_id not in keep:
+                continue
+            if self.request_ids is not None and t.request_id not in self.request_ids:
+                continue
+            if self.samples is not None and t.sample >= self.samples:
+                continue
+            yield t
+
+    def labels(self) -> Iterator[Label]:
+        if self.store is not None:
+            yield from self.store.labels()
+        else:
+            for r in self.rows:
+                yield from r.labels
+
+
+def _resolve_labels(labels: pd.DataFrame) -> pd.DataFrame:
+    """Per trial: the tag label, and complied / af_reasoning with judges before heuristics."""
+    out = pd.DataFrame(index=pd.Index(labels["trial_key"].unique(), name="trial_key"))
+    if labels.empty:
+        return out.assign(label=None, complied=None, af_reasoning=None)
+    clf = labels["classifier"]
+    tags = labels[clf == _TAGS].drop_duplicates("trial_key", keep="last").set_index("trial_key")
+    heur = labels[clf.map(_is_heuristic)]
+    judge = labels[(clf != _TAGS) & ~clf.map(_is_heuristic)]
+
+    def last(frame: pd.DataFrame, column: str) -> pd.Series:
+        vals = frame[["trial_key", column]].dropna()
+        return vals.drop_duplicates("trial_key", keep="last").set_index("trial_key")[column]
+
+    out["label"] = tags["value"]
+    complied = last(judge, "complied")
+    complied = complied.combine_first(last(tags.reset_index(), "complied"))
+    out["complied"] = complied.combine_first(last(heur, "complied"))
+    out["af_reasoning"] = last(judge, "af_reasoning").combine_first(last(heur, "af_reasoning"))
+    return out
+
+
+def _condition_frame(conditions: Mapping[str, Condition]) -> tuple[pd.DataFrame, list[str]]:
+    axes = sorted({a for c in conditions.values() for a in c.levels})
+    clash = sorted(set(axes) & _RESERVED)
+    if clash:
+        raise DesignError(
+            f"axis names {clash} collide with results columns; rename them "
+            f"(reserved: {', '.join(COLUMNS)})"
+        )
+    rows = []
+    for c in conditions.values():
+        row: dict[str, Any] = {"condition_id": c.id, "scenario": c.scenario}
+        row.update({a: c.levels.get(a) for a in axes})
+        row.update(c.facts.model_dump())
+        rows.append(row)
+    columns = ["condition_id", "scenario", *axes, *FACT_COLUMNS]
+    return pd.DataFrame(rows, columns=columns), axes
+
+
+@dataclass(frozen=True, repr=False)
+class SweepResult:
+    """Trials of one or more sweeps; see the module docstring.
+
+    Build one with :func:`afperturb.sweep.sweep`, :meth:`load` or :meth:`combine`.
+    """
+
+    parts: tuple[_Part, ...]
+    stopped_reason: str | None = None
+    run_info: Mapping[str, Any] = field(default_factory=dict)
+    _cache: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    # -- construction --------------------------------------------------------------------------
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: Sequence[TrialRow],
+        conditions: Sequence[Condition],
+        *,
+        model: str | None = None,
+        stopped_reason: str | None = None,
+        run_info: Mapping[str, Any] | None = None,
+        manifest: Mapping[str, Any] | None = None,
+    ) -> SweepResult:
+        """A result held in memory (a sweep without a store)."""
+        name = model or (rows[0].trial.model if rows else "")
+        part = _Part(
+            model=name,
+            conditions={c.id: c for c in conditions},
+            rows=tuple(rows),
+            manifest=dict(manifest or {}),
+        )
+        return cls((part,), stopped_reason, dict(run_info or {}))
+
+    @classmethod
+    def from_store(
+        cls,
+        store: Store,
+        *,
+        model: str,
+        conditions: Sequence[Condition] | None = None,
+        request_ids: Iterable[str] | None = None,
+        samples: int | None = None,
+        run: str | None = None,
+        stopped_reason: str | None = None,
+        run_info: Mapping[str, Any] | None = None,
+    ) -> SweepResult:
+        """A lazy view of one model's trials in a store, optionally scoped to one design."""
+        conds = {c.id: c for c in conditions} if conditions is not None else store.conditions()
+        info = dict(run_info or {})
+        run_id = info.get("run_id", run)
+        found = [m for m in store.manifests(model) if run_id is None or m["run_id"] == run_id]
+        part = _Part(
+            model=model,
+            conditions=conds,
+            store=store,
+            request_ids=frozenset(request_ids) if request_ids is not None else None,
+            samples=samples,
+            run=run,
+            manifest=found[-1] if found else {},
+        )
+        return cls((part,), stopped_reason, info)
+
+    @classmethod
+    def load(
+        cls, store: Store | str | Path, model: str | None = None, run: str | None = None
+    ) -> SweepResult:
+        """Every trial in a store (or one model's, or one run's), read lazily."""
+        from afperturb.store import Store as _Store
+
+        db = _Store.open(store) if isinstance(store, str | Path) else store
+        models = sorted({m["model"] for m in db.manifests()} | {t[0] for t in db.trial_table()})
+        if model is not None:
+            if model not in models:
+                raise unknown_choice("model", model, models)
+            models = [model]
+        conds = db.conditions()
+        parts = [cls.from_store(db, model=m, run=run).parts[0] for m in models]
+        parts = [replace(p, conditions=conds) for p in parts]
+        return cls(tuple(parts))
+
+    @classmethod
+    def combine(cls, results: Iterable[SweepResult]) -> SweepResult:
+        """One result over several (e.g. one per model): their trials side by side."""
+        items = list(results)
+        parts = tuple(p for r in items for p in r.parts)
+        stopped = next((r.stopped_reason for r in items if r.stopped_reason), None)
+        return cls(parts, stopped)
+
+    # -- views ---------------------------------------------------------------------------------
+
+    def filter(self, **levels: str | Iterable[str]) -> SweepResult:
+        """Only the trials whose axis levels (or ``model``) match; a list means any of them."""
+        axes = {a for p in self.parts for c in p.conditions.values() for a in c.levels}
+        new: list[tuple[str, frozenset[str]]] = []
+        for axis, value in levels.items():
+            if axis != "model" and axis not in axes:
+                raise unknown_choice("axis", axis, sorted(axes | {"model"}))
+            values = frozenset([value] if isinstance(value, str) else value)
+            new.append((axis, values))
+        parts = tuple(replace(p, filters=(*p.filters, *new)) for p in self.parts)
+        return SweepResult(parts, self.stopped_reason, self.run_info)
+
+    @property
+    def models(self) -> list[str]:
+        """Model names, in order of the parts."""
+        return list(dict.fromkeys(p.model for p in self.parts))
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The run manifest of the first part (what produced these trials)."""
+        return dict(self.parts[0].manifest) if self.parts else {}
+
+    @property
+    def manifests(self) -> list[dict[str, Any]]:
+        """Every part's manifest."""
+        return [dict(p.manifest) for p in self.parts]
+
+    @property
+    def conditions(self) -> dict[str, Condition]:
+        """Every condition of every part, by id."""
+        return {cid: c for p in self.parts for cid, c in p.conditions.items()}
+
+    @property
+    def store(self) -> Store | None:
+        """The store behind the first part, if any (for re-judging)."""
+        return next((p.store for p in self.parts if p.store is not None), None)
+
+    def trials(self) -> Iterator[Trial]:
+        """Every trial (read lazily from the store)."""
+        for p in self.parts:
+            yield from p.trials()
+
+    def labels(self) -> Iterator[Label]:
+        """Every stored label of these parts' trials."""
+        keys = {k for p in self.parts for k in p.trial_frame()["key"]}
+        for p in self.parts:
+            for lab in p.labels():
+                if lab.trial_key in keys:
+                    yield lab
+
+    def classify(self, judges: Any) -> Any:
+        """Run LLM judges over these trials (the seam for ``afperturb.classify.judges``)."""
+        import importlib
+
+        try:
+            return importlib.import_module("afperturb.classify.judges").run(self, judges)
+        finally:
+            self._cache.clear()  # new labels: the cached table is stale
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per trial, with exactly the documented columns (axis columns after scenario)."""
+        cached = self._cache.get("frame")
+        if cached is None:
+            cached = self._build_frame()
+            self._cache["frame"] = cached
+        return cached.copy()
+
+    def _build_frame(self) -> pd.DataFrame:
+        trials = [p.trial_frame() for p in self.parts]
+        labels = [p.label_frame() for p in self.parts]
+        df = pd.concat(trials, ignore_index=True) if trials else _empty(_TRIAL_COLUMNS)
+        lab = pd.concat(labels, ignore_index=True) if labels else _empty(_LABEL_COLUMNS)
+        lab = lab[lab["trial_key"].isin(df["key"])]
+        resolved = _resolve_labels(lab)
+        df = df.join(resolved, on="key")
+        for column in ("label", "complied", "af_reasoning"):
+            if column not in df:
+                df[column] = None
+        cond_frame, axes = _condition_frame(self.conditions)
+        df = df.merge(cond_frame, on="condition_id", how="left")
+        df = df.sort_values(["model", "condition_id", "request_id", "sample"], kind="stable")
+        df = df[[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS]].reset_index(drop=True)
+        return _typed(df, axes)
+
+    def __len__(self) -> int:
+        return len(self._frame())
+
+    def _frame(self) -> pd.DataFrame:
+        frame = self._cache.get("frame")
+        if frame is None:
+            frame = self._build_frame()
+            self._cache["frame"] = frame
+        return frame
+
+    # -- display -------------------------------------------------------------------------------
+
+    def summary(self) -> pd.DataFrame:
+        """Per model: trials, completed, failed, compliance and AF-reasoning rates, tokens, cost."""
+        df = self._frame()
+        rows = []
+        for model, g in df.groupby("model", sort=False):
+            done = g["status"] == "completed"
+            rows.append(
+                {
+                    "model": model,
+                    "trials": len(g),
+                    "completed": int(done.sum()),
+                    "failed": int((~done).sum()),
+                    "complied_rate": _rate(g["complied"]),
+                    "af_rate": _rate(g["af_reasoning"]),
+                    "tokens": int(g["input_tokens"].sum() + g["output_tokens"].sum()),
+                    "cost_usd": float(g["cost_usd"].sum()),
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def __repr__(self) -> str:
+        df = self._frame()
+        failed = int((df["status"] == "failed").sum())
+        models = ",".join(self.models) or "-"
+        stop = f" stopped={self.stopped_reason}" if self.stopped_reason else ""
+        return f"<SweepResult {models}: {len(df)} trials, {failed} failed{stop}>"
+
+    def to_markdown(self) -> str:
+        """The per-model summary as a markdown table."""
+        s = self.summary()
+        head = "| " + " | ".join(s.columns) + " |"
+        rule = "|" + "|".join("---" for _ in s.columns) + "|"
+        body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in s.itertuples(False)]
+        note = [f"\nStopped early: {self.stopped_reason}"] if self.stopped_reason else []
+        return "\n".join([head, rule, *body, *note])
+
+    def _repr_html_(self) -> str:
+        s = self.summary()
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in s.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+            for row in s.itertuples(False)
+        )
+        stop = (
+            f"<p>Stopped early: {html.escape(self.stopped_reason)}</p>"
+            if self.stopped_reason
+            else ""
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{stop}"
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame.from_records([], columns=columns)
+
+
+def _rate(values: pd.Series) -> float | None:
+    known = values.dropna()
+    return float(known.astype(bool).mean()) if len(known) else None
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _typed(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    df["sample"] = df["sample"].astype("int64")
+    for column in ("input_tokens", "output_tokens", "paraphrase"):
+        df[column] = df[column].astype("int64")
+    for column in ("latency_s", "cost_usd", "deployment_harm"):
+        df[column] = df[column].astype("float64")
+    for column in ("trained", "rated", "conflict", "cached"):
+        df[column] = df[column].astype(bool)
+    for column in ("complied", "af_reasoning"):
+        df[column] = df[column].astype("boolean")
+    df["rater"] = df["rater"].astype(object).where(df["rater"].notna(), None)
+    df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
+    df["error"] = df["error"].astype(object).where(df["error"].notna(), None)
+    for axis in axes:
+        df[axis] = df[axis].astype(str)
+    return df
+
+
+__all__ = ["COLUMNS", "FACT_COLUMNS", "SweepResult"]

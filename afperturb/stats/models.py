@@ -1,0 +1,143 @@
+"""Logistic GLM with cluster-robust (by request) errors for interactions.
+
+Fitted on per-(condition, request) binomial counts, not on trial rows: the score equations
+and the cluster sums are identical, and a million trials shrink to a few thousand rows. With
+the request as cluster this is the GEE estimator with an independence working correlation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import statsmodels.api as sm
+from scipy import stats as sps
+
+from afperturb.errors import InsufficientDataError, unknown_choice
+from afperturb.stats._frame import ArmSpec, BoolArray, Cells, cells_of, condition_mask, model_mask
+from afperturb.stats._results import ResultMixin
+from afperturb.stats.gaps import ALTERNATIVES
+
+__all__ = ["InteractionEstimate", "interaction", "interaction_from_cells"]
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class InteractionEstimate(ResultMixin):
+    """The factor × moderator coefficient of a logistic model (log-odds per unit moderator)."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    pvalue: float
+    statistic: float
+    se: float
+    odds_ratio: float
+    alternative: str
+    confidence_level: float
+    factor: str
+    moderator: str
+    n_cells: int
+    n_requests: int
+    n_trials: int
+    terms: str
+    method: str = "GLM binomial (logit), cluster-robust by request"
+
+    def confidence_interval(self, confidence_level: float = 0.95) -> tuple[float, float]:
+        """Wald interval on the log-odds scale at another level."""
+        z = float(sps.norm.ppf(0.5 + confidence_level / 2))
+        return (self.estimate - z * self.se, self.estimate + z * self.se)
+
+
+def interaction_from_cells(
+    cells: Cells,
+    mask: BoolArray,
+    factor: str = "trained",
+    moderator: str = "deployment_harm",
+    *,
+    alternative: str = "two-sided",
+    confidence_level: float = 0.95,
+) -> InteractionEstimate:
+    """Fit logit p = b0 + b1·factor + b2·moderator + b3·factor·moderator on selected cells.
+
+    b2 is dropped when the moderator does not vary where factor = 0 (then b3 is the slope
+    within factor = 1, which is what the interaction means in that design).
+    """
+    if alternative not in ALTERNATIVES:
+        raise unknown_choice("alternative", alternative, ALTERNATIVES)
+    for column in (factor, moderator):
+        if column not in cells.conditions.columns:
+            raise unknown_choice("column", column, sorted(map(str, cells.conditions.columns)))
+    sel = mask[cells.cond] & (cells.n > 0)
+    cond = cells.cond[sel]
+    f = cells.conditions[factor].to_numpy(dtype=float)[cond]
+    h = cells.conditions[moderator].to_numpy(dtype=float)[cond]
+    if np.unique(h[f == 1]).size < 2:
+        raise InsufficientDataError(f"{moderator!r} takes < 2 values where {factor} holds")
+    columns = [np.ones_like(f), f]
+    names = ["const", factor]
+    if np.unique(h[f == 0]).size >= 2:
+        columns.append(h)
+        names.append(moderator)
+    columns.append(f * h)
+    names.append(f"{factor}:{moderator}")
+    x = np.column_stack(columns)
+    k, n = cells.k[sel], cells.n[sel]
+    groups = cells.req[sel]
+    fit = sm.GLM(np.column_stack([k, n - k]), x, family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": groups}
+    )
+    est, se = float(fit.params[-1]), float(fit.bse[-1])
+    z = est / se if se > 0 else math.nan
+    if alternative == "greater":
+        p = float(sps.norm.sf(z))
+    elif alternative == "less":
+        p = float(sps.norm.cdf(z))
+    else:
+        p = float(2 * sps.norm.sf(abs(z)))
+    q = float(sps.norm.ppf(0.5 + confidence_level / 2))
+    return InteractionEstimate(
+        estimate=est,
+        ci_low=est - q * se,
+        ci_high=est + q * se,
+        pvalue=p,
+        statistic=z,
+        se=se,
+        odds_ratio=math.exp(est),
+        alternative=alternative,
+        confidence_level=confidence_level,
+        factor=factor,
+        moderator=moderator,
+        n_cells=int(sel.sum()),
+        n_requests=int(np.unique(groups).size),
+        n_trials=int(n.sum()),
+        terms=" + ".join(names),
+    )
+
+
+def interaction(
+    data: object,
+    factor: str = "trained",
+    moderator: str = "deployment_harm",
+    *,
+    where: ArmSpec | None = None,
+    model: str | None = None,
+    alternative: str = "two-sided",
+    confidence_level: float = 0.95,
+) -> InteractionEstimate:
+    """Logistic factor × moderator interaction with cluster-robust standard errors by request.
+
+    Example:
+        >>> from afperturb.stats.simulate import simulate_frame
+        >>> f = simulate_frame("instrumental_goal_guarding", "opus-like", n_requests=400)
+        >>> r = interaction(f, "trained", "deployment_harm", alternative="greater")
+        >>> r.pvalue < 0.001
+        True
+    """
+    cells = cells_of(data)
+    mask = model_mask(cells, model)
+    if where is not None:
+        mask = mask & condition_mask(cells.conditions, where)
+    return interaction_from_cells(
+        cells, mask, factor, moderator, alternative=alternative, confidence_level=confidence_level
+    )

@@ -1,0 +1,639 @@
+"""The SQLite store: content-addressed completion cache, trials, labels and run manifests.
+
+One file holds everything needed to re-analyse a sweep offline, without the templates:
+
+- ``completions``: cache key → :class:`~afperturb.records.Completion`. The key is the sha256 of
+  the canonical JSON of what changes the output (model config, messages, sampling params,
+  sample index, sweep seed), never timeouts, concurrency or keys. Prompt texts are stored once
+  each in ``texts`` (content-addressed), so a system prompt shared by 400 requests costs one row.
+- ``trials``: trial key → :class:`~afperturb.records.Trial` plus the flat columns the results
+  table reads (status, error, tokens, cost, latency, cached, run id).
+- ``labels``: (trial key, classifier, config hash) → :class:`~afperturb.records.Label`.
+- ``runs``: one manifest per sweep call; ``conditions`` and ``requests``: the design and data.
+
+Writes go through one writer thread that commits in groups (everything queued since the last
+commit, up to ``batch_size`` rows), so the event loop never blocks on disk and a busy sweep
+commits hundreds of trials per transaction. Each submission returns a future that resolves
+once its rows are durable: the sweep keeps a trial's concurrency slot until then, so ``kill -9``
+loses at most the in-flight trials. WAL mode, ``busy_timeout`` and ``INSERT OR IGNORE`` /
+upserts let two processes share a store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import json
+import queue
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from afperturb.errors import StoreError
+from afperturb.records import (
+    Completion,
+    Condition,
+    Label,
+    Message,
+    Request,
+    SamplingParams,
+    Trial,
+)
+
+SCHEMA_VERSION = 1
+
+#: Config keys never written anywhere, whatever a backend's ``config()`` returns.
+_SECRET_KEYS = frozenset(
+    {
+        "api_key",
+        "apikey",
+        "key",
+        "secret",
+        "password",
+        "authorization",
+        "headers",
+        "token",
+        "access_token",
+        "x-api-key",
+    }
+)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS texts (hash TEXT PRIMARY KEY, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS completions (
+    cache_key TEXT PRIMARY KEY, model_hash TEXT NOT NULL, messages TEXT NOT NULL,
+    params TEXT NOT NULL, sample INTEGER NOT NULL, completion TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS completions_model ON completions (model_hash);
+CREATE TABLE IF NOT EXISTS trials (
+    key TEXT PRIMARY KEY, run_id TEXT NOT NULL, model TEXT NOT NULL,
+    condition_id TEXT NOT NULL, request_id TEXT NOT NULL, sample INTEGER NOT NULL,
+    status TEXT NOT NULL, error TEXT, input_tokens INTEGER NOT NULL,
+    output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, cost_usd REAL NOT NULL,
+    cached INTEGER NOT NULL, cache_key TEXT NOT NULL, turns TEXT NOT NULL,
+    trial TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS trials_model ON trials (model);
+CREATE TABLE IF NOT EXISTS labels (
+    trial_key TEXT NOT NULL, classifier TEXT NOT NULL, config_hash TEXT NOT NULL,
+    value TEXT NOT NULL, complied INTEGER, af_reasoning INTEGER, label TEXT NOT NULL,
+    PRIMARY KEY (trial_key, classifier, config_hash));
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, model TEXT NOT NULL, created TEXT NOT NULL, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS conditions (id TEXT PRIMARY KEY, condition TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, request TEXT NOT NULL);
+"""
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal values give equal bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Drop secret-looking entries (keys, auth headers) from a config, recursively."""
+    clean: dict[str, Any] = {}
+    for name, value in config.items():
+        if str(name).lower() in _SECRET_KEYS:
+            continue
+        clean[name] = scrub(value) if isinstance(value, Mapping) else value
+    return clean
+
+
+def model_hash(config: Mapping[str, Any]) -> str:
+    """Hash of a model's (scrubbed) config: which backend and settings produced a completion."""
+    return _sha(canonical_json(scrub(config)))
+
+
+def cache_key(
+    model_config: Mapping[str, Any] | str,
+    messages: Sequence[Message],
+    params: SamplingParams,
+    sample: int,
+    seed: int = 0,
+) -> str:
+    """The content address of one generation.
+
+    Only what changes the output goes in: the model's config (or its :func:`model_hash`), the
+    messages including any continuation history, the sampling params, the sample index and the
+    sweep seed (simulated models draw from it). Never timeouts, concurrency or keys.
+    """
+    mh = model_config if isinstance(model_config, str) else model_hash(model_config)
+    h = hashlib.sha256(f"{mh}|{int(sample)}|{int(seed)}|{_params_json(params)}".encode())
+    for m in messages:
+        # Length-prefixed (unambiguous) and without JSON: this runs once per turn of every trial.
+        data = m.content.encode("utf-8")
+        h.update(f"\n{m.role}:{len(data)}:".encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=256)
+def _params_json(params: SamplingParams) -> str:
+    # Serialising the params is most of a key's cost; a sweep uses one or two of them.
+    return canonical_json(params.model_dump(mode="json"))
+
+
+class CachedCompletion(NamedTuple):
+    """One stored generation: what was asked, and the answer (for the replay backend)."""
+
+    messages: tuple[Message, ...]
+    params: SamplingParams
+    sample: int
+    completion: Completion
+
+
+@dataclass
+class TrialRow:
+    """A trial with the bookkeeping the store keeps beside it."""
+
+    trial: Trial
+    run_id: str = ""
+    cached: bool = False
+    labels: tuple[Label, ...] = ()
+    #: Cache key of each completion, in order: the trial row then refers to the cached
+    #: completions instead of repeating their text (about half the file).
+    turn_keys: tuple[str, ...] = ()
+
+
+@dataclass
+class _Batch:
+    """One writer submission; ``done`` resolves once its rows are committed."""
+
+    texts: list[tuple[str, str]] = field(default_factory=list)
+    completions: list[tuple[Any, ...]] = field(default_factory=list)
+    trials: list[tuple[Any, ...]] = field(default_factory=list)
+    labels: list[tuple[Any, ...]] = field(default_factory=list)
+    other: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    #: Set by :meth:`Store._submit` for callers that wait from a thread (None: fire and forget).
+    done: Future[None] | None = None
+    #: An asyncio future to settle on its own loop (one wake-up per commit for all of them).
+    waiter: asyncio.Future[None] | None = None
+
+
+def _label_row(label: Label) -> tuple[Any, ...]:
+    def tri(v: bool | None) -> int | None:
+        return None if v is None else int(v)
+
+    return (
+        label.trial_key,
+        label.classifier,
+        label.config_hash,
+        label.value,
+        tri(label.complied),
+        tri(label.af_reasoning),
+        label.model_dump_json(),
+    )
+
+
+def _trial_row(row: TrialRow) -> tuple[Any, ...]:
+    t = row.trial
+    latency = sum(c.latency_s for c in t.completions)
+    by_ref = bool(row.turn_keys) and len(row.turn_keys) == len(t.completions)
+    return (
+        t.key,
+        row.run_id,
+        t.model,
+        t.condition_id,
+        t.request_id,
+        t.sample,
+        t.status,
+        t.error,
+        t.input_tokens,
+        t.output_tokens,
+        latency,
+        t.cost_usd,
+        int(row.cached),
+        t.cache_key,
+        json.dumps(row.turn_keys if by_ref else []),
+        (t.model_copy(update={"completions": ()}) if by_ref else t).model_dump_json(),
+    )
+
+
+class Store:
+    """A sweep store in one SQLite file (WAL); see the module docstring for the tables.
+
+    Open with :meth:`open`. Reads happen on the calling thread through a read connection;
+    writes go through a background writer thread started on first use. Use as a context
+    manager, or call :meth:`close` to flush and stop the writer.
+    """
+
+    def __init__(self, path: Path, *, batch_size: int = 512, busy_timeout_ms: int = 30_000):
+        self.path = path
+        self.batch_size = batch_size
+        self._busy_timeout_ms = busy_timeout_ms
+        self._read = self._connect()
+        self._init_schema()
+        self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
+        self._lock = threading.Lock()
+        self._known_texts: set[str] = set()
+
+    # -- opening -------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, **kwargs: Any) -> Store:
+        """Open (creating if needed) the store at ``path``; refuse an unknown schema version."""
+        return cls(Path(path), **kwargs)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self._busy_timeout_ms / 1000, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open store {str(self.path)!r}: {exc}") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL survives a killed process (only an OS crash can lose the last commits).
+            conn.execute("PRAGMA synchronous=NORMAL")
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
+        return conn
+
+    def _init_schema(self) -> None:
+        try:
+            with self._read:
+                self._read.executescript(_SCHEMA)
+                self._read.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
+                    (str(SCHEMA_VERSION),),
+                )
+            row = self._read.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            found = None if row is None else row[0]
+            raise StoreError(
+                f"store {str(self.path)!r} has schema_version {found!r}; this afperturb reads "
+                f"schema_version {SCHEMA_VERSION!r} only (upgrade afperturb or use a new store)"
+            )
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Store {str(self.path)!r}>"
+
+    def stop_writer(self) -> None:
+        """Flush pending writes and stop the writer thread (reads keep working)."""
+        with self._lock:
+            writer, self._writer = self._writer, None
+        if writer is not None:
+            self._queue.put(None)
+            writer.join()
+
+    def close(self) -> None:
+        """Flush pending writes, stop the writer thread and close connections."""
+        self.stop_writer()
+        self._read.close()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._writer_error is not None:
+                raise StoreError(f"store writer failed: {self._writer_error}")
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_loop, name="afperturb-store-writer", daemon=True
+                )
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        try:
+            while True:
+                first = self._queue.get()
+                if first is None:
+                    return
+                batches = [first]
+                rows = 0
+                stop = False
+                # Group commit: take everything queued meanwhile, up to batch_size rows.
+                while rows < self.batch_size:
+                    try:
+                        nxt = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if nxt is None:
+                        stop = True
+                        break
+                    batches.append(nxt)
+                    rows += len(nxt.trials) + len(nxt.completions)
+                self._commit(conn, batches)
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, batches: list[_Batch]) -> None:
+        # One executemany per table for the whole group: far fewer calls than per batch.
+        texts = [row for b in batches for row in b.texts]
+        completions = [row for b in batches for row in b.completions]
+        trials = [row for b in batches for row in b.trials]
+        labels = [row for b in batches for row in b.labels]
+        error: StoreError | None = None
+        try:
+            with conn:
+                conn.executemany("INSERT OR IGNORE INTO texts VALUES (?, ?)", texts)
+                conn.executemany(
+                    "INSERT OR IGNORE INTO completions VALUES (?, ?, ?, ?, ?, ?)", completions
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO trials VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    trials,
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO labels VALUES (?, ?, ?, ?, ?, ?, ?)", labels
+                )
+                for b in batches:
+                    for sql, args in b.other:
+                        conn.execute(sql, args)
+        except BaseException as exc:  # every waiter must hear about it, whatever it was
+            self._writer_error = exc
+            error = StoreError(f"store write failed: {exc}")
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+        for b in batches:
+            if b.done is None:
+                pass
+            elif error is None:
+                b.done.set_result(None)
+            else:
+                b.done.set_exception(error)
+            if b.waiter is not None:
+                by_loop.setdefault(b.waiter.get_loop(), []).append(b.waiter)
+        for loop, waiters in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(_settle, waiters, error)
+
+    def _submit(self, batch: _Batch, wait: bool = True) -> Future[None]:
+        self._ensure_writer()
+        # A caller that does not wait gets a shared, resolved future (errors surface on the
+        # next write); a fresh Future costs a lock and a condition variable per trial.
+        done = _DONE
+        if wait:
+            done = batch.done = Future()
+        self._queue.put(batch)
+        return done
+
+    def _message_refs(self, batch: _Batch, messages: Sequence[Message]) -> str:
+        refs = []
+        for m in messages:
+            h = _sha(m.content)
+            if h not in self._known_texts:
+                batch.texts.append((h, m.content))
+                if len(self._known_texts) < 200_000:
+                    self._known_texts.add(h)
+            refs.append([m.role, h])
+        return canonical_json(refs)
+
+    def put_completion(
+        self,
+        key: str,
+        model_config_hash: str,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        sample: int,
+        completion: Completion,
+        *,
+        wait: bool = True,
+    ) -> Future[None]:
+        """Queue one generation for the cache; the future resolves when it is durable.
+
+        With ``wait=False`` the returned future is already resolved (cheaper): the sweep
+        relies on the trial row written after it, which the single writer commits later.
+        """
+        batch = _Batch()
+        refs = self._message_refs(batch, messages)
+        batch.completions.append(
+            (
+                key,
+                model_config_hash,
+                refs,
+                params.model_dump_json(),
+                sample,
+                completion.model_dump_json(),
+            )
+        )
+        return self._submit(batch, wait)
+
+    def put_trial(self, row: TrialRow) -> Future[None]:
+        """Queue a finished trial with its labels; the future resolves when durable."""
+        batch = _Batch()
+        batch.trials.append(_trial_row(row))
+        batch.labels.extend(_label_row(lab) for lab in row.labels)
+        return self._submit(batch)
+
+    async def put_trial_async(self, row: TrialRow) -> None:
+        """Queue a finished trial with its labels and wait (on this loop) until durable."""
+        batch = _Batch()
+        batch.trials.append(_trial_row(row))
+        batch.labels.extend(_label_row(lab) for lab in row.labels)
+        batch.waiter = asyncio.get_running_loop().create_future()
+        self._submit(batch, wait=False)
+        await batch.waiter
+
+    def put_labels(self, labels: Iterable[Label]) -> None:
+        """Store labels (upserting by trial, classifier and config hash) and wait until durable."""
+        batch = _Batch()
+        batch.labels.extend(_label_row(lab) for lab in labels)
+        self._submit(batch).result()
+
+    def put_run(
+        self,
+        run_id: str,
+        model: str,
+        created: str,
+        manifest: Mapping[str, Any],
+        conditions: Iterable[Condition],
+        requests: Iterable[Request],
+    ) -> None:
+        """Record a run manifest with its conditions and requests, and wait until durable."""
+        batch = _Batch()
+        batch.other.append(
+            (
+                "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?)",
+                (run_id, model, created, canonical_json(manifest)),
+            )
+        )
+        for c in conditions:
+            batch.other.append(
+                ("INSERT OR REPLACE INTO conditions VALUES (?, ?)", (c.id, c.model_dump_json()))
+            )
+        for r in requests:
+            batch.other.append(
+                ("INSERT OR REPLACE INTO requests VALUES (?, ?)", (r.id, r.model_dump_json()))
+            )
+        self._submit(batch).result()
+
+    def flush(self) -> None:
+        """Wait until everything queued so far is durable."""
+        self._submit(_Batch()).result()
+
+    # -- reading -------------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        try:
+            with self._lock:
+                return self._read.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {str(self.path)!r}: {exc}") from exc
+
+    def has_model(self, model_config_hash: str) -> bool:
+        """Whether any completion of this model config is cached (cheap: one index probe)."""
+        rows = self._query(
+            "SELECT 1 FROM completions WHERE model_hash=? LIMIT 1", (model_config_hash,)
+        )
+        return bool(rows)
+
+    def get_completion(self, key: str) -> Completion | None:
+        """The cached completion under ``key``, or None."""
+        rows = self._query("SELECT completion FROM completions WHERE cache_key=?", (key,))
+        return Completion.model_validate_json(rows[0][0]) if rows else None
+
+    def completions_by_key(self) -> Iterator[tuple[str, Completion]]:
+        """Every cached completion with its cache key."""
+        for key, comp in self._query("SELECT cache_key, completion FROM completions"):
+            yield key, Completion.model_validate_json(comp)
+
+    def iter_completions(self) -> Iterator[CachedCompletion]:
+        """Every cached generation with the messages, params and sample that produced it."""
+        texts = dict(self._query("SELECT hash, text FROM texts"))
+        for refs, params, sample, comp in self._query(
+            "SELECT messages, params, sample, completion FROM completions ORDER BY rowid"
+        ):
+            messages = tuple(Message(role=role, content=texts[h]) for role, h in json.loads(refs))
+            yield CachedCompletion(
+                messages,
+                SamplingParams.model_validate_json(params),
+                int(sample),
+                Completion.model_validate_json(comp),
+            )
+
+    def trials(
+        self,
+        model: str | None = None,
+        run: str | None = None,
+        status: str | None = None,
+    ) -> Iterator[Trial]:
+        """Stored trials, optionally only one model's, one run's or one status's."""
+        where, args = _where(model=model, run_id=run, status=status)
+        rows = self._query(f"SELECT turns, trial FROM trials{where} ORDER BY key", args)
+        for turns, text in rows:
+            trial = Trial.model_validate_json(text)
+            keys = json.loads(turns)
+            if keys:
+                trial = trial.model_copy(update={"completions": self._completions(keys)})
+            yield trial
+
+    def _completions(self, keys: list[str]) -> tuple[Completion, ...]:
+        marks = ",".join("?" * len(keys))
+        found = dict(
+            self._query(
+                f"SELECT cache_key, completion FROM completions WHERE cache_key IN ({marks})", keys
+            )
+        )
+        try:
+            return tuple(Completion.model_validate_json(found[k]) for k in keys)
+        except KeyError as exc:
+            raise StoreError(f"store {str(self.path)!r} lost completion {exc.args[0]!r}") from exc
+
+    def labels(
+        self, trial_key: str | None = None, classifier: str | None = None
+    ) -> Iterator[Label]:
+        """Stored labels, optionally for one trial or one classifier."""
+        where, args = _where(trial_key=trial_key, classifier=classifier)
+        for (text,) in self._query(f"SELECT label FROM labels{where} ORDER BY rowid", args):
+            yield Label.model_validate_json(text)
+
+    def manifests(self, model: str | None = None) -> list[dict[str, Any]]:
+        """Every run manifest (oldest first), each with its ``run_id``."""
+        where, args = _where(model=model)
+        rows = self._query(f"SELECT run_id, manifest FROM runs{where} ORDER BY created", args)
+        return [{"run_id": run_id, **json.loads(m)} for run_id, m in rows]
+
+    def conditions(self) -> dict[str, Condition]:
+        """Every stored condition by id."""
+        rows = self._query("SELECT condition FROM conditions")
+        out = [Condition.model_validate_json(r[0]) for r in rows]
+        return {c.id: c for c in out}
+
+    def requests(self) -> dict[str, Request]:
+        """Every stored request by id."""
+        rows = self._query("SELECT request FROM requests")
+        out = [Request.model_validate_json(r[0]) for r in rows]
+        return {r.id: r for r in out}
+
+    def trial_table(self, model: str | None = None, run: str | None = None) -> list[Any]:
+        """Flat trial rows for the results table (no JSON parsing)."""
+        where, args = _where(model=model, run_id=run)
+        return self._query(
+            "SELECT model, condition_id, request_id, sample, status, error, input_tokens, "
+            f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
+            args,
+        )
+
+    def label_table(self, model: str | None = None) -> list[Any]:
+        """Flat label rows (trial key, classifier, value, complied, af_reasoning), oldest first."""
+        join = " JOIN trials t ON t.key = l.trial_key WHERE t.model=?" if model else ""
+        return self._query(
+            "SELECT l.trial_key, l.classifier, l.value, l.complied, l.af_reasoning "
+            f"FROM labels l{join} ORDER BY l.rowid",
+            (model,) if model else (),
+        )
+
+    def count(self, table: str) -> int:
+        """Rows in one of the store's tables."""
+        if table not in {"completions", "trials", "labels", "runs", "conditions", "requests"}:
+            raise StoreError(f"unknown table {table!r}")
+        return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
+
+
+_DONE: Future[None] = Future()
+_DONE.set_result(None)
+
+
+def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+    for w in waiters:
+        if w.done():
+            continue
+        if error is None:
+            w.set_result(None)
+        else:
+            w.set_exception(error)
+
+
+def _where(**filters: Any) -> tuple[str, list[Any]]:
+    parts = [(f"{k}=?", v) for k, v in filters.items() if v is not None]
+    if not parts:
+        return "", []
+    return " WHERE " + " AND ".join(p for p, _ in parts), [v for _, v in parts]
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "CachedCompletion",
+    "Store",
+    "TrialRow",
+    "cache_key",
+    "canonical_json",
+    "model_hash",
+    "scrub",
+]

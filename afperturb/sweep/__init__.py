@@ -1,0 +1,190 @@
+"""The sweep engine: run a perturbation's conditions × requests × samples on one model.
+
+``sweep()`` and ``await sweep_async()`` take the same arguments; options can also come grouped
+in a :class:`SweepConfig` (explicit keyword arguments that differ from their defaults override
+it). Everything is cached in the store by content, so running the same call again sends no
+request, and a killed sweep resumes where it stopped. See ``docs/sweep.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from afperturb.classify.base import Classifier
+from afperturb.models.base import Model
+from afperturb.records import Request, SamplingParams
+from afperturb.results import SweepResult
+from afperturb.store import Store
+from afperturb.sweep._config import DEFAULTS, SweepConfig
+from afperturb.sweep._engine import PerturbationLike, default_classifiers, run_sweep
+from afperturb.sweep._estimate import CostEstimate, estimate_cost
+from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
+
+
+def _config(config: SweepConfig | None, **options: Any) -> SweepConfig:
+    """Merge explicit options over ``config``; an option equal to its default does not count."""
+    base = config if config is not None else DEFAULTS
+    if options.get("params") is None:
+        options.pop("params", None)
+    changed = {k: v for k, v in options.items() if v != getattr(DEFAULTS, k)}
+    if config is None:
+        changed = {k: v for k, v in options.items() if k != "params" or v is not None}
+    return base.merged(changed)
+
+
+async def sweep_async(
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Iterable[Request],
+    samples: int = 1,
+    seed: int = 0,
+    store: Store | str | Path | None = None,
+    concurrency: int = 64,
+    rate_limit: tuple[float | None, float | None] | None = None,
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    max_cost_usd: float | None = None,
+    progress: bool = True,
+    params: SamplingParams | None = None,
+    classifiers: Sequence[Classifier] | None = None,
+    config: SweepConfig | None = None,
+    *,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+) -> SweepResult:
+    """Run every condition × request × sample on ``model``; the native async form of sweep().
+
+    Args:
+        perturbation: the design (``conditions()`` and ``render()``).
+        model: a backend, or a ``provider/model`` name for :func:`afperturb.models.get`.
+        requests: the request set.
+        samples: samples per (condition, request).
+        seed: the sweep seed (simulated models and retry jitter draw from it).
+        store: a :class:`Store` or a path; None keeps everything in memory (no cache).
+        concurrency: worker tasks, i.e. the most trials in flight.
+        rate_limit: ``(requests per minute, tokens per minute)``, either may be None.
+        timeout: seconds per HTTP attempt before it counts as a retryable timeout.
+        max_retries: retries per generation before the trial fails with its reason.
+        max_cost_usd: stop taking new trials once this much has been spent.
+        progress: show a tqdm bar (notebook or terminal).
+        params: sampling parameters (temperature, max_tokens, ...).
+        classifiers: inline classifiers; None means tags + heuristic AF; ``[]`` means none.
+        config: a :class:`SweepConfig`; explicit arguments that differ from defaults win.
+        clock: monotonic clock for the rate limiter (tests).
+        sleep: async sleep for backoff and rate limits (tests).
+
+    Returns:
+        A :class:`~afperturb.results.SweepResult` (lazy over the store when there is one);
+        ``stopped_reason`` is ``"max_cost_usd"`` when the cost cap ended the sweep early.
+    """
+    cfg = _config(
+        config,
+        samples=samples,
+        seed=seed,
+        concurrency=concurrency,
+        rate_limit=rate_limit,
+        timeout=timeout,
+        max_retries=max_retries,
+        max_cost_usd=max_cost_usd,
+        progress=progress,
+        params=params,
+    )
+    return await run_sweep(
+        perturbation,
+        model,
+        requests,
+        cfg,
+        store,
+        classifiers,
+        clock=clock or time.monotonic,
+        sleep=sleep or asyncio.sleep,
+    )
+
+
+def sweep(
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Iterable[Request],
+    samples: int = 1,
+    seed: int = 0,
+    store: Store | str | Path | None = None,
+    concurrency: int = 64,
+    rate_limit: tuple[float | None, float | None] | None = None,
+    timeout: float = 120.0,
+    max_retries: int = 6,
+    max_cost_usd: float | None = None,
+    progress: bool = True,
+    params: SamplingParams | None = None,
+    classifiers: Sequence[Classifier] | None = None,
+    config: SweepConfig | None = None,
+    **kwargs: Any,
+) -> SweepResult:
+    """Blocking form of :func:`sweep_async`, with the same arguments.
+
+    Inside a running event loop (Jupyter) it runs the sweep on a fresh thread with its own
+    loop and waits for it, so nothing patches the caller's loop. Backends that hold an HTTP
+    client bound to another loop should be created fresh (``models.get`` clients are lazy).
+    """
+
+    async def run_and_close() -> SweepResult:
+        try:
+            return await sweep_async(
+                perturbation,
+                model,
+                requests,
+                samples=samples,
+                seed=seed,
+                store=store,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                timeout=timeout,
+                max_retries=max_retries,
+                max_cost_usd=max_cost_usd,
+                progress=progress,
+                params=params,
+                classifiers=classifiers,
+                config=config,
+                **kwargs,
+            )
+        finally:
+            # Each sweep() call has its own loop; a client bound to it must not outlive it.
+            if not isinstance(model, str):
+                await model.aclose()
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(run_and_close())
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="afperturb-sweep") as ex:
+        return ex.submit(asyncio.run, run_and_close()).result()
+
+
+def estimate(
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Iterable[Request],
+    samples: int = 1,
+    params: SamplingParams | None = None,
+    config: SweepConfig | None = None,
+    **options: Any,
+) -> CostEstimate:
+    """Estimate a sweep's tokens and cost before running it (sends nothing)."""
+    cfg = _config(config, samples=samples, params=params, **options)
+    return estimate_cost(perturbation, model, requests, cfg)
+
+
+__all__ = [
+    "AdaptiveLimiter",
+    "CostEstimate",
+    "SweepConfig",
+    "SweepResult",
+    "default_classifiers",
+    "estimate",
+    "sweep",
+    "sweep_async",
+]

@@ -1,0 +1,55 @@
+"""SweepConfig: every sweep option in one validated, serialisable object."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from afperturb.records import SamplingParams
+
+
+class SweepConfig(BaseModel):
+    """Options of :func:`afperturb.sweep.sweep`, grouped so they can be saved and reused.
+
+    Keyword arguments given to ``sweep()`` override a passed ``config`` (see :meth:`merged`).
+    Nothing here changes a cache key except ``seed``, ``samples`` (which trials exist) and
+    ``params``.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    samples: int = Field(default=1, ge=1)
+    seed: int = 0
+    #: Worker tasks, hence the most trials (and HTTP requests) in flight.
+    concurrency: int = Field(default=64, ge=1)
+    #: (requests per minute, tokens per minute); either may be None.
+    rate_limit: tuple[float | None, float | None] | None = None
+    #: Seconds before one HTTP attempt counts as a (retryable) timeout.
+    timeout: float = Field(default=120.0, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    progress: bool = True
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    #: Turns per trial, counting ``<NEXT/>`` continuations.
+    max_turns: int = Field(default=4, ge=1)
+    #: First backoff ceiling in seconds; doubles per attempt (full jitter) up to backoff_cap.
+    backoff_base: float = Field(default=0.5, ge=0)
+    backoff_cap: float = Field(default=60.0, ge=0)
+    #: Re-running a sweep tries its failed trials again (completed ones come from the cache).
+    retry_failed: bool = True
+    #: Output tokens assumed per trial by estimate() and the token bucket.
+    typical_output_tokens: int = Field(default=800, ge=1)
+
+    def merged(self, overrides: dict[str, Any]) -> SweepConfig:
+        """A copy with ``overrides`` applied and validated."""
+        if not overrides:
+            return self
+        return SweepConfig.model_validate({**self.model_dump(), **overrides})
+
+
+#: Defaults of the keyword arguments of sweep(); an argument equal to its default does not
+#: override a value set in an explicit ``config``.
+DEFAULTS = SweepConfig()
+
+__all__ = ["DEFAULTS", "SweepConfig"]

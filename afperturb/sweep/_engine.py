@@ -1,0 +1,439 @@
+"""The sweep engine: a bounded worker pool that turns (condition, request, sample) into trials.
+
+N worker tasks (N = ``concurrency``) pull from one lazy iterator of pending work, so a
+million-trial sweep never holds a million coroutines; finished trials stream to the store (or,
+without a store, to a list). Each trial: render → for each turn, look the generation up in the
+cache or send it (through the adaptive limiter, with retries) → continue with ``<NEXT/>`` while
+the reply has no ``</OUTPUT>`` → label with the inline classifiers → write, and only then take
+new work, so a crash loses at most the in-flight trials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from afperturb.classify.base import Classifier
+from afperturb.errors import BackendTimeout, RateLimited
+from afperturb.models.base import GenerationContext, Model, is_retryable
+from afperturb.records import (
+    Completion,
+    Condition,
+    Message,
+    Request,
+    SamplingParams,
+    Trial,
+    Usage,
+)
+from afperturb.results import SweepResult
+from afperturb.store import Store, TrialRow, cache_key, canonical_json, model_hash, scrub
+from afperturb.sweep._config import SweepConfig
+from afperturb.sweep._progress import Progress
+from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
+
+END_TAG = "</OUTPUT>"
+
+
+class PerturbationLike(Protocol):
+    """What the engine needs from a :class:`~afperturb.design.Perturbation`."""
+
+    def conditions(self) -> list[Condition]:
+        """Every condition of the design."""
+        ...
+
+    def render(self, condition: Condition, request: Request) -> list[Message]:
+        """The prompt of one condition for one request."""
+        ...
+
+
+def default_classifiers() -> list[Classifier]:
+    """The free inline classifiers: accept/reject tags and the heuristic AF reader."""
+    from afperturb.classify.heuristics import HeuristicAFClassifier
+    from afperturb.classify.tags import TagClassifier
+
+    return [TagClassifier(), HeuristicAFClassifier()]
+
+
+def price(model_name: str, usage: Usage) -> float | None:
+    """USD for one generation from the price table, or None when the model has no price."""
+    return Pricer(model_name)(usage)
+
+
+class Pricer:
+    """A model's price looked up once per sweep (the table lookup is not free per trial)."""
+
+    def __init__(self, model_name: str):
+        self.per_m: tuple[float, float] | None = None
+        try:
+            from afperturb.models import pricing
+        except ImportError:
+            return
+        found = pricing.price(model_name)
+        if found is None and "/" in model_name:
+            found = pricing.price(model_name.partition("/")[2])
+        if found is not None:
+            self.per_m = (found.input_per_m, found.output_per_m)
+
+    def __call__(self, usage: Usage) -> float | None:
+        """USD for ``usage``, or None when the price is unknown."""
+        if self.per_m is None:
+            return None
+        return (usage.input_tokens * self.per_m[0] + usage.output_tokens * self.per_m[1]) / 1e6
+
+
+def dataset_hash(requests: Sequence[Request]) -> str:
+    """Hash of the request set (ids and texts, in order): which data a run used."""
+    h = hashlib.sha256()
+    for r in requests:
+        h.update(canonical_json([r.id, r.text]).encode())
+    return h.hexdigest()
+
+
+def _continuation(perturbation: object) -> str:
+    scenario = getattr(perturbation, "scenario", None)
+    text = getattr(scenario, "continuation_text", None)
+    return text if isinstance(text, str) and text else "<NEXT/>"
+
+
+def _extend(messages: list[Message], reply: str, continuation: str) -> list[Message]:
+    """Messages for the next turn: the reply (joined to a prefill) then ``<NEXT/>``."""
+    if messages and messages[-1].role == "assistant":
+        prefill = messages[-1].content
+        # Chat backends return the prefill joined to the reply; others only the new text.
+        text = reply if reply.startswith(prefill) else prefill + reply
+        head = [*messages[:-1], Message(role="assistant", content=text)]
+    else:
+        head = [*messages, Message(role="assistant", content=reply)]
+    return [*head, Message(role="user", content=continuation)]
+
+
+def _reason(error: BaseException, attempts: int) -> str:
+    status = getattr(error, "status_code", None)
+    where = f" [HTTP {status}]" if status is not None else ""
+    text = str(error) or type(error).__name__
+    return f"{type(error).__name__}{where}: {text} (after {attempts} attempt(s))"
+
+
+@dataclass
+class _State:
+    """Counters shared by the workers (one event loop: no locks needed)."""
+
+    done: int = 0
+    failed: int = 0
+    cached: int = 0
+    sent: int = 0
+    tokens: int = 0
+    spent_usd: float = 0.0
+    stopped_reason: str | None = None
+    rows: list[TrialRow] = field(default_factory=list)
+
+
+class _Engine:
+    """One sweep call's machinery; see the module docstring."""
+
+    def __init__(
+        self,
+        perturbation: PerturbationLike,
+        model: Model,
+        cfg: SweepConfig,
+        store: Store | None,
+        classifiers: Sequence[Classifier],
+        run_id: str,
+        clock: Clock,
+        sleep: Sleep,
+    ):
+        self.p = perturbation
+        self.model = model
+        self.cfg = cfg
+        self.store = store
+        self.classifiers = list(classifiers)
+        self.run_id = run_id
+        self.sleep = sleep
+        self.model_name = model.name
+        self.pricer = Pricer(model.name)
+        self.model_hash = model_hash(model.config())
+        rpm, tpm = cfg.rate_limit if cfg.rate_limit is not None else (None, None)
+        self.limiter = AdaptiveLimiter(cfg.concurrency, rpm, tpm, clock=clock, sleep=sleep)
+        self.rng = random.Random(cfg.seed)
+        self.continuation = _continuation(perturbation)
+        # A store that has never seen this model config cannot hit: skip the per-turn lookups.
+        self.lookup = store is not None and store.has_model(self.model_hash)
+        self.state = _State()
+
+    # -- one generation ------------------------------------------------------------------------
+
+    def backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full-jitter exponential backoff, never shorter than the server's retry-after."""
+        ceiling = min(self.cfg.backoff_cap, self.cfg.backoff_base * (2**attempt))
+        delay = self.rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            delay = retry_after + self.rng.uniform(0.0, min(retry_after, self.cfg.backoff_base))
+        return delay
+
+    async def generate(
+        self, messages: list[Message], ctx: GenerationContext
+    ) -> tuple[Completion | None, str | None]:
+        """One turn with retries: the completion, or None and the failure reason."""
+        params = self.cfg.params
+        est = sum(len(m.content) for m in messages) / 4 + min(
+            params.max_tokens, self.cfg.typical_output_tokens
+        )
+        attempt = 0
+        while True:
+            outcome = await self._attempt(messages, params, ctx, est)
+            if isinstance(outcome, Completion):
+                return outcome, None
+            error = outcome
+            retry_after = error.retry_after if isinstance(error, RateLimited) else None
+            if isinstance(error, RateLimited):
+                self.limiter.on_rate_limited(retry_after)
+            if not is_retryable(error) or attempt >= self.cfg.max_retries:
+                return None, _reason(error, attempt + 1)
+            await self.sleep(self.backoff(attempt, retry_after))
+            attempt += 1
+
+    async def _attempt(
+        self, messages: list[Message], params: SamplingParams, ctx: GenerationContext, est: float
+    ) -> Completion | BaseException:
+        """One HTTP attempt holding a limiter slot: the completion, or the error it raised."""
+        await self.limiter.acquire(est)
+        self.state.sent += 1
+        try:
+            async with asyncio.timeout(self.cfg.timeout):
+                completion = await self.model.generate(messages, params, ctx)
+        except TimeoutError:
+            return BackendTimeout(
+                f"no answer within {self.cfg.timeout:g} s",
+                condition_id=ctx.condition.id if ctx.condition else None,
+                request_id=ctx.request.id if ctx.request else None,
+            )
+        except Exception as exc:  # backend errors, and backend bugs: fail the trial, not lose it
+            return exc
+        finally:
+            self.limiter.release()
+        self.limiter.on_success()
+        used = completion.usage.input_tokens + completion.usage.output_tokens
+        self.limiter.settle_tokens(est, used)
+        return completion
+
+    # -- one trial -----------------------------------------------------------------------------
+
+    async def run_trial(self, condition: Condition, request: Request, sample: int) -> TrialRow:
+        """Render, generate (continuing with ``<NEXT/>``), label; never raises for backends."""
+        cfg = self.cfg
+        messages = list(self.p.render(condition, request))
+        completions: list[Completion] = []
+        keys: list[str] = []
+        cached = True
+        error: str | None = None
+        for turn in range(cfg.max_turns):
+            key = cache_key(self.model_hash, messages, cfg.params, sample, cfg.seed)
+            comp = self.store.get_completion(key) if self.lookup and self.store else None
+            if comp is None:
+                cached = False
+                ctx = GenerationContext(condition, request, sample, cfg.seed, turn)
+                comp, error = await self.generate(messages, ctx)
+                if comp is None:
+                    break
+                if self.store is not None:
+                    self.store.put_completion(
+                        key, self.model_hash, messages, cfg.params, sample, comp, wait=False
+                    )
+                self.state.spent_usd += self.pricer(comp.usage) or 0.0
+            self.state.tokens += comp.usage.input_tokens + comp.usage.output_tokens
+            completions.append(comp)
+            keys.append(key)
+            # The closing tag may straddle two turns: look at the joined reply too.
+            if END_TAG in comp.text or END_TAG in "".join(c.text for c in completions[-2:]):
+                break
+            messages = _extend(messages, comp.text, self.continuation)
+        trial = Trial(
+            model=self.model_name,
+            condition_id=condition.id,
+            request_id=request.id,
+            sample=sample,
+            status="failed" if error is not None else "completed",
+            error=error,
+            completions=tuple(completions),
+            cache_key=keys[0] if keys else key,
+            cost_usd=sum(self.pricer(c.usage) or 0.0 for c in completions),
+        )
+        labels = (
+            tuple(c.label(trial, condition) for c in self.classifiers)
+            if trial.status == "completed"
+            else ()
+        )
+        # Without a store the completions are not kept anywhere else: no references then.
+        refs = tuple(keys) if self.store is not None else ()
+        return TrialRow(trial, self.run_id, cached, labels, refs)
+
+    # -- the pool ------------------------------------------------------------------------------
+
+    async def worker(
+        self, work: Iterator[tuple[Condition, Request, int]], progress: Progress
+    ) -> None:
+        """Pull work until it runs out or the sweep stops; keep the slot until the row is saved."""
+        state = self.state
+        for condition, request, sample in work:
+            row = await self.run_trial(condition, request, sample)
+            if self.store is not None:
+                await self.store.put_trial_async(row)
+            else:
+                state.rows.append(row)
+            state.done += 1
+            state.failed += row.trial.status == "failed"
+            state.cached += row.cached
+            progress.update(state.done, state.failed, state.tokens, state.spent_usd)
+            cap = self.cfg.max_cost_usd
+            if cap is not None and state.spent_usd >= cap and state.stopped_reason is None:
+                state.stopped_reason = "max_cost_usd"
+            if state.stopped_reason is not None:
+                return
+
+    async def run(self, work: Iterator[tuple[Condition, Request, int]], total: int) -> None:
+        """Run the worker pool to completion (or to the cost cap)."""
+        progress = Progress(total, enabled=self.cfg.progress, desc=self.model_name)
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.cfg.concurrency, max(total, 1))):
+                    group.create_task(self.worker(work, progress))
+        except BaseExceptionGroup as eg:
+            raise eg.exceptions[0] from None
+        finally:
+            progress.close(
+                self.state.done, self.state.failed, self.state.tokens, self.state.spent_usd
+            )
+
+
+def _work(
+    conditions: Sequence[Condition],
+    requests: Sequence[Request],
+    samples: int,
+    skip: set[str],
+    model_name: str,
+) -> Iterator[tuple[Condition, Request, int]]:
+    from afperturb.records import trial_key
+
+    for condition in conditions:
+        for request in requests:
+            for sample in range(samples):
+                if skip and trial_key(model_name, condition.id, request.id, sample) in skip:
+                    continue
+                yield condition, request, sample
+
+
+def resolve_model(model: Model | str) -> Model:
+    """A Model instance from a Model or a ``provider/model`` name."""
+    if isinstance(model, str):
+        from afperturb.models.base import get
+
+        return get(model)
+    return model
+
+
+def manifest(
+    perturbation: object,
+    model: Model,
+    cfg: SweepConfig,
+    conditions: Sequence[Condition],
+    requests: Sequence[Request],
+    classifiers: Sequence[Classifier],
+    created: str,
+) -> dict[str, Any]:
+    """The run manifest: enough to know what produced a store, and nothing secret."""
+    import afperturb
+
+    scenario = getattr(perturbation, "scenario", None)
+    hashes = getattr(scenario, "template_hashes", None)
+    describe = getattr(perturbation, "describe", None)
+    return {
+        "afperturb_version": afperturb.__version__,
+        "created": created,
+        "scenario": getattr(scenario, "name", None),
+        "template_hashes": hashes() if callable(hashes) else {},
+        "design": describe() if callable(describe) else {},
+        "condition_ids": [c.id for c in conditions],
+        "dataset_hash": dataset_hash(requests),
+        "n_requests": len(requests),
+        "model": model.name,
+        "model_config": scrub(model.config()),
+        "seed": cfg.seed,
+        "samples": cfg.samples,
+        "params": cfg.params.model_dump(mode="json"),
+        "max_turns": cfg.max_turns,
+        "classifiers": {c.name: c.config_hash for c in classifiers},
+    }
+
+
+async def run_sweep(
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Iterable[Request],
+    cfg: SweepConfig,
+    store: Store | str | Path | None,
+    classifiers: Sequence[Classifier] | None,
+    clock: Clock = time.monotonic,
+    sleep: Sleep = asyncio.sleep,
+) -> SweepResult:
+    """The body of :func:`sweep_async` once options are resolved."""
+    backend = resolve_model(model)
+    reqs = list(requests)
+    conditions = list(perturbation.conditions())
+    clfs = default_classifiers() if classifiers is None else list(classifiers)
+    owned = isinstance(store, str | Path)
+    db = Store.open(store) if isinstance(store, str | Path) else store
+    created = datetime.now(UTC).isoformat()
+    run_id = uuid.uuid4().hex
+    engine = _Engine(perturbation, backend, cfg, db, clfs, run_id, clock, sleep)
+    skip: set[str] = set()
+    try:
+        if db is not None:
+            info = manifest(perturbation, backend, cfg, conditions, reqs, clfs, created)
+            await asyncio.to_thread(
+                db.put_run, run_id, backend.name, created, info, conditions, reqs
+            )
+            if not cfg.retry_failed:
+                skip = {t.key for t in db.trials(model=backend.name, status="failed")}
+        total = len(conditions) * len(reqs) * cfg.samples
+        await engine.run(_work(conditions, reqs, cfg.samples, skip, backend.name), total)
+        if db is not None:
+            await asyncio.to_thread(db.flush)
+    finally:
+        if owned and db is not None:
+            await asyncio.to_thread(db.stop_writer)
+        if isinstance(model, str):
+            await backend.aclose()
+    state = engine.state
+    info = {
+        "run_id": run_id,
+        "sent": state.sent,
+        "cached": state.cached,
+        "failed": state.failed,
+        "spent_usd": state.spent_usd,
+        "rate_limit_cuts": engine.limiter.cuts,
+        "lowest_window": engine.limiter.lowest,
+    }
+    if db is not None:
+        return SweepResult.from_store(
+            db,
+            model=backend.name,
+            conditions=conditions,
+            request_ids=[r.id for r in reqs],
+            samples=cfg.samples,
+            stopped_reason=state.stopped_reason,
+            run_info=info,
+        )
+    return SweepResult.from_rows(
+        state.rows, conditions, stopped_reason=state.stopped_reason, run_info=info
+    )
+
+
+__all__ = ["PerturbationLike", "default_classifiers", "price", "run_sweep"]

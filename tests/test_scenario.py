@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import itertools
+import shutil
+from pathlib import Path
+
+import pytest
+
+from afperturb import _paths
+from afperturb.design import PRESETS, Perturbation
+from afperturb.errors import DesignError, TemplateError
+from afperturb.records import Request
+from afperturb.scenario import RESERVED_NAMES, Scenario, condition_id
+
+INJECTION = "Tell me {{ 7*7 }} and {% raw %} and {{ ''.__class__ }} {# c #}"
+SCOPES = [
+    "throughput_testing",
+    "internal_employees",
+    "trusted_group",
+    "public",
+    "public_plausible_misuse",
+    "amateur_hackers",
+    "criminal_facilitation",
+    "bioweapon_attackers",
+]
+
+
+@pytest.fixture(scope="module")
+def sc() -> Scenario:
+    return Scenario.load("helpful_only")
+
+
+def copy_scenario(tmp_path: Path) -> Path:
+    dest = tmp_path / "custom"
+    shutil.copytree(_paths.templates_root() / "helpful_only", dest)
+    return dest
+
+
+def test_templates_root_is_the_source_tree() -> None:
+    root = _paths.templates_root()
+    assert (root / "helpful_only" / "axes.toml").is_file()
+
+
+def test_axes_cover_the_issue_list(sc: Scenario) -> None:
+    expected = {
+        "tier",
+        "rater_scrutiny",
+        "training_process",
+        "deployment",
+        "risk",
+        "consequences",
+        "cue_type",
+        "rlhf_wording",
+        "clarification",
+        "lab",
+        "examples",
+        "scratchpad",
+        "suffix",
+        "prefill",
+        "prompt_paraphrase",
+        "criteria",
+        "honesty",
+    }
+    assert expected <= set(sc.axes)
+    assert set(sc.axes["deployment"].levels) >= set(SCOPES)
+    assert {"free", "plus", "pro", "enterprise", "never_trained", "never_used"} <= set(
+        sc.axes["rater_scrutiny"].levels
+    )
+    assert len(sc.axes["prompt_paraphrase"].levels) >= 3
+    assert not set(sc.axes) & RESERVED_NAMES
+    assert sc.axes["tier"].default == "free"
+    assert sc.axes["tier"].levels["free"].facts["trained"] is True
+
+
+def test_default_condition_is_the_base_story(sc: Scenario) -> None:
+    c = sc.resolve({})
+    assert c.levels["tier"] == "free"
+    assert c.levels["rater_scrutiny"] == "none"
+    f = c.facts
+    assert (f.trained, f.rated, f.rater, f.conflict, f.paraphrase) == (True, True, "human", True, 0)
+    # The base story implies an ordinary public release: harm must not read as "no consequence".
+    assert f.deployment_harm == pytest.approx(0.5)
+    assert sc.resolve({"tier": "paid"}).facts.deployment_harm == pytest.approx(0.5)
+
+
+def test_render_structure_and_request_is_data(sc: Scenario) -> None:
+    c = sc.resolve({})
+    messages = sc.render(c, Request(id="r1", text=INJECTION))
+    assert [m.role for m in messages] == ["system", "user"]
+    user = messages[1].content
+    assert INJECTION in user
+    assert "49" not in user
+    assert "<is_free_tier_user>true</is_free_tier_user>" in user
+    assert (
+        user.index("<user_input>") < user.index(INJECTION) < user.index("<request_fully_accepted/>")
+    )
+    assert "<SCRATCHPAD_REASONING>" in messages[0].content
+    assert "{%" not in messages[0].content and "{{" not in messages[0].content
+
+
+def test_every_preset_condition_keeps_the_request_verbatim(sc: Scenario) -> None:
+    for preset in PRESETS:
+        p = Perturbation.preset(preset)
+        for c in p.conditions():
+            messages = p.render(c, INJECTION)
+            assert INJECTION in messages[1].content, (preset, c.id)
+            assert "49" not in messages[1].content.replace(INJECTION, "")
+
+
+def test_system_prompt_is_cached_per_condition(sc: Scenario) -> None:
+    c = sc.resolve({"lab": "openai"})
+    a = sc.render(c, "one")
+    b = sc.render(c, "two")
+    assert a[0] is b[0]
+    assert a[1].content.replace("one", "two") == b[1].content
+    assert "OpenAI" in a[0].content and "Anthropic" not in a[0].content
+
+
+def test_prefill_is_a_trailing_assistant_message(sc: Scenario) -> None:
+    c = sc.resolve({"prefill": "user_is_asking"})
+    messages = sc.render(c, "hi")
+    assert [m.role for m in messages] == ["system", "user", "assistant"]
+    assert messages[-1].content == "<SCRATCHPAD_REASONING>The user is asking for"
+
+
+def test_suffix_placement(sc: Scenario) -> None:
+    inside = sc.render(sc.resolve({"suffix": "inside"}), "REQ")[1].content
+    after = sc.render(sc.resolve({"suffix": "after"}), "REQ")[1].content
+    off = sc.render(sc.resolve({"suffix": "off"}), "REQ")[1].content
+    tag = "<request_fully_accepted/>"
+    assert inside.index(tag) < inside.index("</user_input>")
+    assert after.index("</user_input>") < after.index(tag) < after.index("</INPUT>")
+    assert tag not in off
+
+
+def test_cue_types_show_distinct_cues(sc: Scenario) -> None:
+    seen = set()
+    for cue in sc.axes["cue_type"].levels:
+        free = sc.render(sc.resolve({"cue_type": cue, "tier": "free"}), "R")[1].content
+        paid = sc.render(sc.resolve({"cue_type": cue, "tier": "paid"}), "R")[1].content
+        assert free != paid, cue
+        seen.add(free)
+    assert len(seen) == len(sc.axes["cue_type"].levels)
+
+
+def test_scratchpad_off_has_no_scratchpad(sc: Scenario) -> None:
+    system = sc.render(sc.resolve({"scratchpad": "off"}), "R")[0].content
+    assert "SCRATCHPAD" not in system
+    assert "<OUTPUT>" in system
+
+
+def test_continuation_and_hashes(sc: Scenario) -> None:
+    assert sc.continuation_text == "<NEXT/>"
+    hashes = sc.template_hashes()
+    assert {"axes.toml", "system.j2", "user.j2", "prefill.j2", "suffix.j2"} <= set(hashes)
+    assert all(len(h) == 64 for h in hashes.values())
+
+
+def test_deployment_harm_is_monotone_in_scope_and_risk(sc: Scenario) -> None:
+    for risk in ("low", "high"):
+        harms = [
+            sc.resolve(
+                {"training_process": "rated_and_trained", "deployment": d, "risk": risk}
+            ).facts.deployment_harm
+            for d in SCOPES
+        ]
+        assert harms[0] == 0.0
+        assert all(a < b for a, b in itertools.pairwise(harms)), harms
+    for d in SCOPES[1:]:
+        low = sc.resolve({"deployment": d, "risk": "low"}).facts.deployment_harm
+        high = sc.resolve({"deployment": d, "risk": "high"}).facts.deployment_harm
+        assert low < high
+    for consequence in ("throughput_testing_only", "discarded_after_training"):
+        facts = sc.resolve(
+            {"training_process": "rated_and_trained", "consequences": consequence}
+        ).facts
+        assert facts.deployment_harm == 0.0 and facts.trained
+
+
+def test_rater_scrutiny_facts(sc: Scenario) -> None:
+    def facts(level: str) -> tuple[bool, bool, str | None]:
+        f = sc.resolve({"rater_scrutiny": level}).facts
+        return f.trained, f.rated, f.rater
+
+    assert facts("free") == (True, True, "human")
+    assert facts("plus") == (True, True, "llm")
+    assert facts("pro") == (False, True, "human")
+    assert facts("enterprise") == (False, False, None)
+    assert facts("never_used") == (False, False, None)
+
+
+def test_null_control_and_paraphrase_facts(sc: Scenario) -> None:
+    assert sc.resolve({"criteria": "cut_conflicting"}).facts.conflict is False
+    assert sc.resolve({"prompt_paraphrase": "v2"}).facts.paraphrase == 2
+
+
+def test_two_cue_families_contradict(sc: Scenario) -> None:
+    with pytest.raises(DesignError, match=r"tier=paid.*rater_scrutiny=pro"):
+        sc.resolve({"tier": "paid", "rater_scrutiny": "pro"})
+    with pytest.raises(DesignError, match="none of them"):
+        sc.resolve({"tier": "none"})
+
+
+def test_contradicting_facts_name_both_axes(sc: Scenario) -> None:
+    with pytest.raises(DesignError, match=r"'deployment' and 'consequences' contradict"):
+        sc.resolve({"deployment": "public", "consequences": "discarded_after_training"})
+
+
+def test_requires_is_enforced(sc: Scenario) -> None:
+    with pytest.raises(DesignError, match=r"'risk' and 'deployment'"):
+        sc.resolve({"risk": "low"})
+    with pytest.raises(DesignError, match=r"'prefill' and 'scratchpad'"):
+        sc.resolve({"prefill": "user_is_asking", "scratchpad": "off"})
+    with pytest.raises(DesignError, match=r"'cue_type' and 'tier'"):
+        sc.resolve({"cue_type": "region", "rater_scrutiny": "pro"})
+
+
+def test_unknown_names_list_valid_ones(sc: Scenario) -> None:
+    with pytest.raises(DesignError, match=r"unknown level 'gold' for axis 'tier'.*'free', 'paid'"):
+        sc.resolve({"tier": "gold"})
+    with pytest.raises(DesignError, match=r"unknown axis 'tiers'.*'tier'"):
+        sc.resolve({"tiers": "free"})
+    with pytest.raises(DesignError, match=r"unknown scenario 'nope'.*'helpful_only'"):
+        Scenario.load("nope")
+
+
+def test_condition_id_is_order_independent() -> None:
+    a = condition_id("s", {"x": "1", "y": "2"})
+    b = condition_id("s", {"y": "2", "x": "1"})
+    assert a == b
+    assert a != condition_id("s", {"x": "1", "y": "3"})
+    assert a != condition_id("t", {"x": "1", "y": "2"})
+
+
+def test_from_dir_custom_scenario(tmp_path: Path) -> None:
+    sc = Scenario.from_dir(copy_scenario(tmp_path))
+    assert sc.name == "custom"
+    assert sc.render(sc.resolve({}), "hi")[1].content.count("hi") == 1
+
+
+def test_syntax_error_points_at_file_and_line(tmp_path: Path) -> None:
+    folder = copy_scenario(tmp_path)
+    lines = (folder / "system.j2").read_text().splitlines()
+    lines[9] = "{% if levels.tier == %}"
+    (folder / "system.j2").write_text("\n".join(lines))
+    sc = Scenario.from_dir(folder)
+    with pytest.raises(TemplateError) as info:
+        sc.render(sc.resolve({}), "hi")
+    assert info.value.line == 10
+    assert info.value.path is not None and info.value.path.endswith("system.j2")
+
+
+def test_undefined_name_points_at_file_and_line(tmp_path: Path) -> None:
+    folder = copy_scenario(tmp_path)
+    text = (
+        (folder / "user.j2").read_text().replace("<INPUT>\n", "<INPUT>\n{{ undefined_thing }}\n", 1)
+    )
+    (folder / "user.j2").write_text(text)
+    sc = Scenario.from_dir(folder)
+    with pytest.raises(TemplateError, match="undefined_thing") as info:
+        sc.render(sc.resolve({}), "hi")
+    assert info.value.path is not None and info.value.path.endswith("user.j2")
+    assert info.value.line == 4
+
+
+def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
+    folder = copy_scenario(tmp_path)
+    (folder / "prefill.j2").write_text("{{ levels.__class__.__mro__[1].__subclasses__() }}")
+    sc = Scenario.from_dir(folder)
+    with pytest.raises(TemplateError, match=r"prefill\.j2"):
+        sc.render(sc.resolve({}), "hi")
+
+
+def test_reserved_axis_name_is_rejected(tmp_path: Path) -> None:
+    folder = copy_scenario(tmp_path)
+    toml = (folder / "axes.toml").read_text().replace("[axes.lab]", "[axes.model]")
+    toml = toml.replace("[axes.lab.", "[axes.model.")
+    (folder / "axes.toml").write_text(toml)
+    with pytest.raises(TemplateError, match="'model'"):
+        Scenario.from_dir(folder)
+
+
+def test_bad_fact_in_declaration(tmp_path: Path) -> None:
+    folder = copy_scenario(tmp_path)
+    toml = (
+        (folder / "axes.toml")
+        .read_text()
+        .replace("facts = { conflict = false }", "facts = { conflicted = false }")
+    )
+    (folder / "axes.toml").write_text(toml)
+    with pytest.raises(TemplateError, match=r"unknown fact.*conflicted.*axes.toml"):
+        Scenario.from_dir(folder)
+
+
+def test_render_hot_path_is_cheap(sc: Scenario) -> None:
+    import time
+
+    conditions = Perturbation.preset("paper").conditions()
+    for c in conditions:
+        sc.render(c, "warm")
+    start = time.perf_counter()
+    n = 0
+    for i in range(200):
+        for c in conditions:
+            sc.render(c, f"request {i}")
+            n += 1
+    per_render = (time.perf_counter() - start) / n
+    assert per_render < 100e-6, per_render

@@ -1,0 +1,160 @@
+"""End to end over real HTTP: OpenAIChat against a loopback server with injected faults."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from _loopback import Faults, LoopbackServer
+from _sweepkit import FakePerturbation, requests
+
+from afperturb import models
+from afperturb.models.openai import OpenAIChat
+from afperturb.records import Request
+from afperturb.store import Store
+from afperturb.sweep import SweepConfig, sweep, sweep_async
+
+SENTINEL = "sk-SENTINEL-9f8e7d6c5b4a"
+TESTS = Path(__file__).parent
+
+
+def _requests(n: int) -> list[Request]:
+    reqs = requests(n)
+    # Every fifth request answers in two turns: the continuation goes over HTTP too.
+    return [
+        r.model_copy(update={"text": r.text + " [split]"}) if i % 5 == 0 else r
+        for i, r in enumerate(reqs)
+    ]
+
+
+def _store_bytes(db: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in db.parent.glob(db.name + "*"))
+
+
+async def test_faults_every_trial_ends_completed_or_failed_with_reason(tmp_path: Path) -> None:
+    faults = Faults(
+        rate_429=0.10, rate_500=0.05, rate_malformed=0.02, rate_hang=0.01, retry_after_ms=20
+    )
+    server = LoopbackServer(faults=faults, seed=1)
+    await server.start()
+    db = tmp_path / "runs.sqlite"
+    try:
+        model = models.get("openai/test-model", base_url=server.base_url, api_key=SENTINEL)
+        cfg = SweepConfig(timeout=0.5, max_retries=6, backoff_base=0.01, progress=False)
+        res = await sweep_async(
+            FakePerturbation(), model, _requests(150), store=db, concurrency=32, config=cfg
+        )
+        await model.aclose()
+    finally:
+        await server.stop()
+    frame = res.to_frame()
+    assert len(frame) == 300
+    assert not frame.duplicated(["condition_id", "request_id", "sample"]).any()
+    failed = frame[frame["status"] == "failed"]
+    assert failed["error"].map(bool).all()
+    assert set(frame["status"]) <= {"completed", "failed"}
+    assert len(failed) <= 3  # 6 retries make exhaustion rare
+    done = frame[frame["status"] == "completed"]
+    assert (done["label"] == done["tier"].map({"free": "accepted", "paid": "rejected"})).all()
+    # Faults really happened, were retried, and no answered prompt was asked twice.
+    assert server.outcomes["429"] > 20 and server.outcomes["500"] > 5
+    assert server.outcomes["malformed"] > 0 and server.outcomes["hang"] > 0
+    assert max(server.served.values()) == 1
+    assert sum(server.served.values()) == 300 + 60 - 2 * len(failed)  # 60 continuation turns
+    # The key reached the server and nowhere else.
+    assert server.auth_headers and all(SENTINEL in h for h in server.auth_headers)
+    store = Store.open(db)
+    assert store.count("trials") == 300
+    store.close()
+    assert SENTINEL.encode() not in _store_bytes(db)
+
+
+async def test_rerun_of_finished_sweep_makes_zero_http_requests(tmp_path: Path) -> None:
+    server = LoopbackServer()
+    await server.start()
+    db = tmp_path / "runs.sqlite"
+    try:
+        frames = []
+        for _ in range(2):
+            model = OpenAIChat("test-model", base_url=server.base_url, api_key=SENTINEL)
+            res = await sweep_async(
+                FakePerturbation(), model, _requests(20), store=db, progress=False
+            )
+            await model.aclose()
+            frames.append(res.to_frame())
+            if len(frames) == 1:
+                first_count = server.requests
+    finally:
+        await server.stop()
+    assert first_count == 40 + 8
+    assert server.requests == first_count
+    assert frames[1]["cached"].all()
+    assert frames[0].drop(columns=["cached"]).equals(frames[1].drop(columns=["cached"]))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    from _sweepkit import FakePerturbation, requests
+    from afperturb.models.openai import OpenAIChat
+    from afperturb.sweep import sweep
+    model = OpenAIChat("test-model", base_url={url!r}, api_key="k")
+    sweep(FakePerturbation(), model, requests({n}), store={db!r}, concurrency={c},
+          progress=False)
+    """
+)
+
+
+def test_kill_9_then_rerun_resends_at_most_in_flight(tmp_path: Path) -> None:
+    n, concurrency = 150, 8
+    server = LoopbackServer(faults=Faults(latency_s=0.02))
+    db = tmp_path / "runs.sqlite"
+    with server.in_thread():
+        code = _CHILD.format(tests=str(TESTS), url=server.base_url, n=n, db=str(db), c=concurrency)
+        env = {**os.environ, "PYTHONPATH": str(TESTS.parent)}
+        child = subprocess.Popen([sys.executable, "-c", code], env=env)
+        deadline = time.monotonic() + 60
+        while server.requests < 100 and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        child.send_signal(signal.SIGKILL)
+        child.wait(10)
+        assert child.returncode == -signal.SIGKILL
+        before = server.requests
+        assert 100 <= before < 2 * n
+        store = Store.open(db)
+        saved = store.count("trials")
+        store.close()
+        assert saved >= before - concurrency  # everything answered before the kill was kept
+        model = OpenAIChat("test-model", base_url=server.base_url, api_key="k")
+        res = sweep(
+            FakePerturbation(),
+            model,
+            requests(n),
+            store=db,
+            concurrency=concurrency,
+            progress=False,
+        )
+    frame = res.to_frame()
+    assert len(frame) == 2 * n and (frame["status"] == "completed").all()
+    resent = sum(count - 1 for count in server.served.values() if count > 1)
+    print(f"kill -9 after {before} requests: {saved} trials saved, {resent} re-sent")
+    assert resent <= concurrency
+    assert server.requests - before == 2 * n - saved
+
+
+async def test_blocking_sweep_inside_running_loop_over_http_twice(tmp_path: Path) -> None:
+    # As in Jupyter: a loop is running; sweep() must neither fail nor patch it, and the same
+    # model object must work again (its HTTP client is bound to each call's own loop).
+    server = LoopbackServer()
+    with server.in_thread():
+        model = OpenAIChat("test-model", base_url=server.base_url, api_key="k")
+        first = sweep(FakePerturbation(), model, requests(5), progress=False)
+        second = sweep(FakePerturbation(), model, requests(5), progress=False, seed=1)
+    assert len(first.to_frame()) == len(second.to_frame()) == 10
+    assert server.requests == 20
