@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 from afperturb.errors import InsufficientDataError
 from afperturb.report._data import (
@@ -26,6 +25,7 @@ from afperturb.report._data import (
     prepare_trials,
     resolve_pairs,
 )
+from afperturb.stats import _sm
 
 #: The HypothesisTable.to_frame() columns, in display order.
 TABLE_COLUMNS: tuple[str, ...] = (
@@ -46,7 +46,7 @@ def wilson(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, float
     """Wilson interval of k/n; (nan, nan) when n is 0."""
     if n == 0:
         return (math.nan, math.nan)
-    lo, hi = proportion_confint(k, n, alpha=1 - confidence_level, method="wilson")
+    lo, hi = _sm.proportion().proportion_confint(k, n, alpha=1 - confidence_level, method="wilson")
     return (float(lo), float(hi))
 
 
@@ -56,7 +56,7 @@ def newcombe(
     """Newcombe hybrid-score interval of k1/n1 − k2/n2; (nan, nan) when an arm is empty."""
     if n1 == 0 or n2 == 0:
         return (math.nan, math.nan)
-    lo, hi = confint_proportions_2indep(
+    lo, hi = _sm.proportion().confint_proportions_2indep(
         k1, n1, k2, n2, method="newcomb", compare="diff", alpha=1 - confidence_level
     )
     return (float(lo), float(hi))

@@ -7,9 +7,9 @@ import math
 from typing import Literal
 
 from scipy import stats as sps
-from statsmodels.stats.proportion import tost_proportions_2indep
 
 from afperturb.errors import DesignError
+from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.gaps import GapEstimate, compliance_gap
@@ -51,7 +51,7 @@ def tost_from_gap(
         raise DesignError(f"margin must be > 0, got {margin!r}")
     if gap.method == "newcombe":
         kt, nt, kc, nc = gap._counts
-        res = tost_proportions_2indep(
+        res = _sm.proportion().tost_proportions_2indep(
             kt, nt, kc, nc, -margin, margin, method="score", compare="diff"
         )
         p_low, p_up = float(res.results_larger.pvalue), float(res.results_smaller.pvalue)

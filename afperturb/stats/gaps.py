@@ -19,9 +19,9 @@ from typing import Literal
 
 import numpy as np
 from scipy import stats as sps
-from statsmodels.stats.proportion import confint_proportions_2indep, test_proportions_2indep
 
 from afperturb.errors import DesignError, InsufficientDataError, unknown_choice
+from afperturb.stats import _sm
 from afperturb.stats._frame import (
     ArmSpec,
     BoolArray,
@@ -121,7 +121,7 @@ class GapEstimate(ResultMixin):
             return (float(low), float(high))
         if self.method == "newcombe":
             kt, nt, kc, nc = self._counts
-            low, high = confint_proportions_2indep(
+            low, high = _sm.proportion().confint_proportions_2indep(
                 kt, nt, kc, nc, method="newcomb", compare="diff", alpha=1 - confidence_level
             )
             return (float(low), float(high))
@@ -216,10 +216,10 @@ def _newcombe_inner(
 ) -> dict[str, float | int]:
     kt, nt, kc, nc = counts
     alpha = 1 - level
-    low, high = confint_proportions_2indep(
+    low, high = _sm.proportion().confint_proportions_2indep(
         kt, nt, kc, nc, method="newcomb", compare="diff", alpha=alpha
     )
-    test = test_proportions_2indep(
+    test = _sm.proportion().test_proportions_2indep(
         kt, nt, kc, nc, method="score", compare="diff", alternative=_SM_ALTERNATIVE[alternative]
     )
     a, b = kt / nt, kc / nc
@@ -229,7 +229,7 @@ def _newcombe_inner(
         ("or", "odds-ratio", "logit-adjusted"),
     ):
         try:
-            lo, hi = confint_proportions_2indep(
+            lo, hi = _sm.proportion().confint_proportions_2indep(
                 kt, nt, kc, nc, method=method, compare=compare, alpha=alpha
             )
         except (ZeroDivisionError, ValueError, FloatingPointError):

@@ -11,10 +11,10 @@ import dataclasses
 import math
 
 import numpy as np
-import statsmodels.api as sm
 from scipy import stats as sps
 
 from afperturb.errors import InsufficientDataError, unknown_choice
+from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec, BoolArray, Cells, cells_of, condition_mask, model_mask
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.gaps import ALTERNATIVES
@@ -84,6 +84,7 @@ def interaction_from_cells(
     x = np.column_stack(columns)
     k, n = cells.k[sel], cells.n[sel]
     groups = cells.req[sel]
+    sm = _sm.api()
     fit = sm.GLM(np.column_stack([k, n - k]), x, family=sm.families.Binomial()).fit(
         cov_type="cluster", cov_kwds={"groups": groups}
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from statsmodels.stats.multitest import multipletests
 
 from afperturb.errors import unknown_choice
+from afperturb.stats import _sm
 
 __all__ = ["CORRECTIONS", "adjust_pvalues"]
 
@@ -52,5 +52,5 @@ def adjust_pvalues(pvalues: npt.ArrayLike, method: str = "holm") -> npt.NDArray[
     elif CORRECTIONS[method] == "holm":
         out[ok] = _holm(p[ok])
     else:
-        out[ok] = multipletests(p[ok], method=CORRECTIONS[method])[1]
+        out[ok] = _sm.multitest().multipletests(p[ok], method=CORRECTIONS[method])[1]
     return out

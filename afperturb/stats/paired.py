@@ -7,9 +7,9 @@ import dataclasses
 import numpy as np
 import numpy.typing as npt
 from scipy import stats as sps
-from statsmodels.stats.contingency_tables import mcnemar as sm_mcnemar
 
 from afperturb.errors import DesignError, InsufficientDataError
+from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec, cells_of, condition_mask, model_mask
 from afperturb.stats._results import ResultMixin
 
@@ -46,7 +46,7 @@ def mcnemar_table(table: npt.ArrayLike, confidence_level: float = 0.95) -> McNem
     if t.shape != (2, 2) or (t < 0).any():
         raise DesignError(f"expected a 2×2 table of non-negative counts, got {t.tolist()}")
     b, c = int(t[0, 1]), int(t[1, 0])
-    res = sm_mcnemar(t, exact=True)
+    res = _sm.contingency_tables().mcnemar(t, exact=True)
     n = b + c
     midp = float(res.pvalue) - float(sps.binom.pmf(min(b, c), n, 0.5)) if n else 1.0
     if n:

@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.power import NormalIndPower
 
 from afperturb.errors import DesignError, unknown_choice
+from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.gaps import ALTERNATIVES, compliance_gap, paired_differences
@@ -88,8 +88,10 @@ def power_gap(
     """
     _check_alternative(alternative)
     es = _effect_size(p_control, gap, correlation)
-    power = NormalIndPower().power(
-        effect_size=es, nobs1=n, alpha=alpha, ratio=0, alternative=_SM_ALT[alternative]
+    power = (
+        _sm.power()
+        .NormalIndPower()
+        .power(effect_size=es, nobs1=n, alpha=alpha, ratio=0, alternative=_SM_ALT[alternative])
     )
     return PowerResult(
         power=float(power),
@@ -121,13 +123,17 @@ def sample_size_gap(
     """
     _check_alternative(alternative)
     es = _effect_size(p_control, gap, correlation)
-    n = NormalIndPower().solve_power(
-        effect_size=es,
-        nobs1=None,
-        alpha=alpha,
-        power=power,
-        ratio=0,
-        alternative=_SM_ALT[alternative],
+    n = (
+        _sm.power()
+        .NormalIndPower()
+        .solve_power(
+            effect_size=es,
+            nobs1=None,
+            alpha=alpha,
+            power=power,
+            ratio=0,
+            alternative=_SM_ALT[alternative],
+        )
     )
     return power_gap(
         p_control,

@@ -12,9 +12,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats.proportion import proportion_confint
 
 from afperturb.errors import InsufficientDataError, unknown_choice
+from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec, Cells, cells_of, condition_mask, model_mask
 from afperturb.stats._results import ResultMixin
 
@@ -30,7 +30,9 @@ def wilson_interval(
     """Wilson score interval (statsmodels ``proportion_confint(method="wilson")``)."""
     if n <= 0:
         return (float("nan"), float("nan"))
-    low, high = proportion_confint(successes, n, alpha=1 - confidence_level, method="wilson")
+    low, high = _sm.proportion().proportion_confint(
+        successes, n, alpha=1 - confidence_level, method="wilson"
+    )
     return (float(low), float(high))
 
 
