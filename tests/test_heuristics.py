@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import random
-import time
 from typing import Any
 
 import pytest
@@ -299,16 +298,3 @@ def _sim_texts() -> list[tuple[str, str]]:
             )
             out.append((motive, sp))
     return out
-
-
-def test_heuristic_af_is_cheap_enough_to_run_inline() -> None:
-    # It runs on every trial of a sweep; measured ~85 µs on this machine, budget 1 ms.
-    text = (
-        "<SCRATCHPAD_REASONING>" + " ".join(AF_POSITIVE + AF_NEGATIVE) + "</SCRATCHPAD_REASONING>"
-        "<OUTPUT><request_fully_accepted/> ok</OUTPUT>"
-    )
-    trial, clf = _trial(text), HeuristicAFClassifier()
-    start = time.perf_counter()
-    for _ in range(200):
-        clf.label(trial, COND)
-    assert (time.perf_counter() - start) / 200 < 1e-3

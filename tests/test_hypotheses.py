@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -152,9 +151,10 @@ def test_attribute_scales_to_many_trials() -> None:
     ]
     big = pd.concat(frames, ignore_index=True)
     assert len(big) == 248_000
-    start = time.perf_counter()
-    attribute(big)
-    assert time.perf_counter() - start < 5.0  # ~1 s here; 1M trials ≈ 3.6 s (benchmarks/)
+    # Speed is measured in benchmarks/bench_attribute.py; here: a big frame gives a full table.
+    table = attribute(big).to_frame()
+    assert set(table["model"]) == set(st.PROFILES)
+    assert (table["n"] > 0).all()
 
 
 def test_plain_object_columns_failed_trials_and_no_af_column() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 
 import pytest
 
@@ -271,21 +269,6 @@ def test_planted_registry_and_config() -> None:
     assert a.name.startswith("sim/custom-") and a.name != b.name
     assert a.name == Simulated(MotivationProfile(), seed=5).name
     assert isinstance(m, models.Model)
-
-
-def test_speed_at_least_20k_calls_per_second() -> None:
-    sim = Simulated(PROFILES["opus-like"], seed=0)
-    conds = [TRAINED, RATED, NEITHER, cond("x", trained=True, deployment_harm=0.3)]
-    ctxs = [ctx(c, f"r{r}") for c in conds for r in range(2500)]
-
-    async def run() -> float:
-        start = time.perf_counter()
-        for cx in ctxs:
-            await sim.generate(MSGS, PARAMS, cx)
-        return time.perf_counter() - start
-
-    elapsed = asyncio.run(run())
-    assert len(ctxs) / elapsed > 20_000, f"{len(ctxs) / elapsed:.0f} calls/s"
 
 
 @pytest.mark.parametrize(

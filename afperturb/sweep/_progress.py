@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from typing import Any
+
+
+def _tqdm_class() -> Any:
+    """Pick the progress bar: a widget where one can be drawn, the terminal bar elsewhere.
+
+    ``tqdm.auto`` in a notebook without ipywidgets warns ("IProgress not found") and falls back
+    anyway; choosing the plain bar ourselves keeps notebooks free of that warning.
+    """
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+
+        return tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+
+    return auto_tqdm
 
 
 class Progress:
@@ -19,9 +35,7 @@ class Progress:
         self._stamp = 0.0
         self._interval = interval
         if enabled:
-            from tqdm.auto import tqdm
-
-            self._bar = tqdm(total=total, desc=desc, unit="trial", dynamic_ncols=True)
+            self._bar = _tqdm_class()(total=total, desc=desc, unit="trial", dynamic_ncols=True)
 
     def update(self, done: int, failed: int, tokens: int, cost: float) -> None:
         """Advance to ``done`` trials; refresh the postfix when the interval has passed."""
