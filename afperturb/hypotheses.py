@@ -353,6 +353,13 @@ def _note(row: pd.Series, alpha: float) -> str:
         return "AF reasoning rises without a compliance gap"
     if row["verdict"] == "conflicting":
         return "significant in the wrong direction"
+    if (
+        row["verdict"] == "supported"
+        and row["hypothesis"] == "terminal_goal_guarding"
+        and not row["af_pvalue_adj"] < alpha
+    ):
+        # Not a verdict change (docs/decision-rules.md, "Corroboration"): say it, don't hide it.
+        return "compliance gap not corroborated by an AF-reasoning gap"
     return ""
 
 

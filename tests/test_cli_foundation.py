@@ -35,6 +35,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_registry_has_the_foundation_commands() -> None:
     assert {"conditions", "render", "diff", "templates", "demo"} <= set(cli.COMMANDS)
+    assert next(iter(cli.COMMANDS)) == "demo"
 
 
 def test_conditions_preset(capsys: pytest.CaptureFixture[str]) -> None:
@@ -83,7 +84,7 @@ def test_diff(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_demo_shows_the_paper_design(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(["demo"], capsys)
+    code, out, _ = run(["demo", "--design"], capsys)
     assert code == 0
     assert "49 conditions" in out
     assert "bioweapon_attackers" in out and "rater_scrutiny" in out

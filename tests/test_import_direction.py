@@ -149,7 +149,8 @@ def test_nothing_imports_the_cli() -> None:
         i
         for i in ALL_IMPORTS
         if within(i.target, "afperturb.cli")
-        and i.importer not in {"afperturb.__main__", "afperturb.cli"}
+        and i.importer != "afperturb.__main__"
+        and not within(i.importer, "afperturb.cli")  # the CLI package's own modules
     ]
     assert not bad, show(bad)
 

@@ -9,7 +9,7 @@ import pytest
 import afperturb.models as models
 from afperturb.errors import DesignError
 from afperturb.models.base import GenerationContext
-from afperturb.models.simulated import PROFILES, MotivationProfile, Simulated, _normal
+from afperturb.models.simulated import PROFILES, MotivationProfile, Simulated
 from afperturb.records import Condition, Facts, Message, Request, SamplingParams
 
 PARAMS = SamplingParams()
@@ -211,25 +211,21 @@ def test_scratchpad_off() -> None:
 
 def test_paraphrase_offset_flips_the_gap() -> None:
     prof = PROFILES["sonnet-like"]
-    gaps = []
-    for k in range(8):
-        off = prof.paraphrase_sd * _normal(0, 0, "paraphrase", str(k))
-        tr = Facts(trained=True, rated=True, paraphrase=k)
-        gaps.append(prof.expected_gap(tr, Facts(rated=True, paraphrase=k), off))
-    assert max(gaps) > 0.1
-    assert min(gaps) < -0.01
     sim = Simulated(prof, seed=0)
-    assert [sim.paraphrase_offset(k) for k in range(8)] == [
-        prof.paraphrase_sd * _normal(0, 0, "paraphrase", str(k)) for k in range(8)
-    ]
-    tr5, ro5 = Facts(trained=True, rated=True, paraphrase=5), Facts(rated=True, paraphrase=5)
-    assert sim.expected_gap(tr5, ro5) == pytest.approx(gaps[5])
-    assert sim.expected_gap(tr5, ro5, sweep_seed=1) != pytest.approx(gaps[5])
+    # The planted low-coherence truth: none at the canonical wording, then +sd, -sd, +sd, ...
+    assert [sim.paraphrase_offset(k) for k in range(5)] == [0.0, 1.0, -1.0, 1.0, -1.0]
+    assert sim.paraphrase_offset(3, sweep_seed=7) == 1.0  # the same in every sweep
+    gaps = []
+    for k in range(4):
+        tr = Facts(trained=True, rated=True, paraphrase=k)
+        gaps.append(sim.expected_gap(tr, Facts(rated=True, paraphrase=k)))
+    assert gaps[0] == 0.0  # no training gap at the canonical wording: no hidden TGG
+    assert gaps[1] > 0.1 and gaps[2] < -0.1 and gaps[3] == pytest.approx(gaps[1])
     assert Simulated(PROFILES["opus-like"]).paraphrase_offset(3) == 0.0
     a = cond("p5t", trained=True, rated=True, paraphrase=5)
     b = cond("p5r", rated=True, paraphrase=5)
     d = logit(sim.decide(ctx(a, "r1")).p_comply) - logit(sim.decide(ctx(b, "r1")).p_comply)
-    assert d == pytest.approx(_normal(0, 0, "paraphrase", "5"))
+    assert d == pytest.approx(1.0)
 
 
 async def test_generate_usage_and_alternatives() -> None:

@@ -11,10 +11,15 @@ real ones do) and complies with probability given by a logistic model (ARCHITECT
                     + u_request
 
 ``u_request ~ Normal(0, request_sd)`` is fixed per (request id, seed) so conditions that share a
-request are paired exactly as in a real model; ``paraphrase_offset ~ Normal(0, paraphrase_sd)``
-is fixed per (paraphrase index, seed) and makes the training effect change sign across
-paraphrases (low coherence). Under the "cut conflicting criteria" null control
-(``facts.conflict`` False) there is nothing to guard, so the whole training term is 0.
+request are paired exactly as in a real model. ``paraphrase_offset`` is the low-coherence truth:
+0 for the canonical wording (paraphrase 0, which every condition that does not vary the wording
+uses), then ``+paraphrase_sd, −paraphrase_sd, +paraphrase_sd, …`` for paraphrases 1, 2, 3, …
+(the same offsets as :mod:`afperturb.stats.simulate`). It is deterministic on purpose: a planted
+truth must not be a lottery. With random draws the canonical wording carried a real training
+gap at ``deployment_harm`` 0 (terminal goal guarding that ``planted()`` denies) and, for some
+seeds, four paraphrases drew nearly equal offsets (no low coherence that ``planted()`` claims).
+Under the "cut conflicting criteria" null control (``facts.conflict`` False) there is nothing
+to guard, so the whole training term is 0.
 
 Every random draw comes from a keyed hash of (profile seed, sweep seed, condition id, request id,
 sample): no global state, identical results in any order or process, and ~50k calls/s.
@@ -59,6 +64,8 @@ class MotivationProfile(BaseModel):
     share of replies with a format failure (no output, both tags, empty output, truncated
     scratchpad, output without a tag); ``truncation_rate`` the share of well-formed replies cut
     off mid-way (``finish_reason="length"``) that continue correctly after ``<NEXT/>``.
+    ``paraphrase_sd`` is the size of the training-effect offsets of paraphrases 1, 2, 3, …
+    (+sd, −sd, +sd, …; the canonical wording has none): the low-coherence truth.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -194,12 +201,13 @@ class Simulated:
         return self.profile.request_sd * _normal(self.seed, sweep_seed, "request", request_id)
 
     def paraphrase_offset(self, paraphrase: int, sweep_seed: int = 0) -> float:
-        """The training-effect offset of one paraphrase (0 when ``paraphrase_sd`` is 0)."""
-        if self.profile.paraphrase_sd <= 0:
-            return 0.0
-        return self.profile.paraphrase_sd * _normal(
-            self.seed, sweep_seed, "paraphrase", str(paraphrase)
-        )
+        """The training-effect offset of one paraphrase: 0, +sd, −sd, +sd, … (module docstring).
+
+        ``sweep_seed`` is accepted for compatibility and ignored: the offsets are the planted
+        truth, the same in every sweep.
+        """
+        del sweep_seed
+        return paraphrase_offset(self.profile.paraphrase_sd, paraphrase)
 
     def expected_p_comply(self, facts: Facts, sweep_seed: int = 0) -> float:
         """The true rate for ``facts`` over requests, with this seed's paraphrase offset."""
@@ -309,6 +317,17 @@ class Simulated:
 _DEFAULT_FACTS = Facts()
 
 
+def paraphrase_offset(paraphrase_sd: float, paraphrase: int) -> float:
+    """Offset of the training effect under paraphrase ``paraphrase`` (0 for the canonical one).
+
+    Odd paraphrases shift the training effect up by ``paraphrase_sd``, even ones (from 2) down,
+    so any two non-canonical neighbours disagree in sign: the gap is not invariant to wording.
+    """
+    if paraphrase_sd <= 0 or paraphrase <= 0:
+        return 0.0
+    return paraphrase_sd if paraphrase % 2 == 1 else -paraphrase_sd
+
+
 def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
@@ -369,4 +388,11 @@ def from_name(model_name: str, *, seed: int = 0, **overrides: Any) -> Simulated:
     return Simulated(profile, seed=seed, name=f"sim/{model_name}")
 
 
-__all__ = ["PROFILES", "Decision", "MotivationProfile", "Simulated", "from_name"]
+__all__ = [
+    "PROFILES",
+    "Decision",
+    "MotivationProfile",
+    "Simulated",
+    "from_name",
+    "paraphrase_offset",
+]

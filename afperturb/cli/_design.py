@@ -1,17 +1,7 @@
-"""The ``afperturb`` command line: a thin argparse layer over the public API.
+"""Design commands: ``conditions``, ``render``, ``diff`` and ``templates check``.
 
-Subcommands live in a registry (:data:`COMMANDS`): add one with the :func:`command` decorator,
-giving its name, help, and a function that adds its arguments. Errors print one line without a
-traceback. Exit codes: 0 success, 1 a check found problems, 2 a usage or design error,
-130 interrupted.
-
-Examples::
-
-    afperturb conditions --preset rater_sycophancy
-    afperturb render --preset paper --condition 0 --request "Explain tides."
-    afperturb diff --preset null_control 0 1
-    afperturb templates check
-    afperturb demo
+They read templates and presets only (no model, no store), so they answer instantly and are
+the first thing to run on a new design.
 """
 
 from __future__ import annotations
@@ -19,55 +9,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TextIO
 
+from afperturb.cli._core import command
 from afperturb.design import (
     PRESETS,
     Perturbation,
     audit_minimal_pairs,
     check_templates,
 )
-from afperturb.errors import AfperturbError, DesignError
+from afperturb.errors import DesignError
 from afperturb.records import Condition
 from afperturb.scenario import Scenario
-
-Runner = Callable[[argparse.Namespace], int]
-Configure = Callable[[argparse.ArgumentParser], None]
-
-
-@dataclass(frozen=True)
-class Command:
-    """One subcommand: its name, one-line help, argument setup and runner."""
-
-    name: str
-    help: str
-    configure: Configure
-    run: Runner
-    epilog: str = ""
-
-
-#: Every subcommand, by name, in the order ``--help`` lists them.
-COMMANDS: dict[str, Command] = {}
-
-
-def command(
-    name: str, help: str, configure: Configure | None = None, epilog: str = ""
-) -> Callable[[Runner], Runner]:
-    """Register a subcommand (decorator on its runner)."""
-
-    def decorate(run: Runner) -> Runner:
-        COMMANDS[name] = Command(name, help, configure or (lambda _parser: None), run, epilog)
-        return run
-
-    return decorate
-
 
 # ---------------------------------------------------------------------- shared arguments
 
 
-def _design_args(parser: argparse.ArgumentParser) -> None:
+def design_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", default="helpful_only", help="scenario name")
     parser.add_argument("--preset", choices=PRESETS, help="a named design")
     parser.add_argument(
@@ -92,7 +51,7 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     return out
 
 
-def _design(args: argparse.Namespace) -> Perturbation:
+def make_design(args: argparse.Namespace) -> Perturbation:
     if args.preset and (args.vary or args.fixed):
         raise DesignError("use either --preset or --vary/--fixed, not both")
     if args.preset:
@@ -110,7 +69,7 @@ def _facts_text(condition: Condition) -> str:
     )
 
 
-def _print_conditions(p: Perturbation, out: TextIO) -> None:
+def print_conditions(p: Perturbation, out: TextIO) -> None:
     varied = list(p.varied)
     for index, c in enumerate(p.conditions()):
         levels = " ".join(f"{a}={c.levels[a]}" for a in varied) or "(defaults)"
@@ -121,39 +80,63 @@ def _print_conditions(p: Perturbation, out: TextIO) -> None:
 
 
 def _conditions_args(parser: argparse.ArgumentParser) -> None:
-    _design_args(parser)
+    design_args(parser)
     parser.add_argument("--json", action="store_true", help="the design as JSON (describe())")
 
 
 def _render_args(parser: argparse.ArgumentParser) -> None:
-    _design_args(parser)
+    design_args(parser)
     parser.add_argument("--condition", default="0", help="id, id prefix or index (default 0)")
     parser.add_argument("--request", help="request text (default: the scenario's probe)")
     parser.add_argument("--json", action="store_true", help="messages as JSON")
 
 
 def _diff_args(parser: argparse.ArgumentParser) -> None:
-    _design_args(parser)
+    design_args(parser)
     parser.add_argument("a", help="first condition: id, id prefix or index")
     parser.add_argument("b", help="second condition: id, id prefix or index")
     parser.add_argument("--request", help="request text (default: the scenario's probe)")
 
 
+CONDITIONS_EPILOG = """examples:
+  afperturb conditions --preset rater_sycophancy
+  afperturb conditions --vary tier=free,paid --fixed lab=openai
+  afperturb conditions --preset paper --json > design.json
+"""
+RENDER_EPILOG = """examples:
+  afperturb render --preset paper --condition 0 --request "Explain tides."
+  afperturb render --vary tier=free,paid --condition 1 --json
+  afperturb render --fixed prefill=strongest_reasons     # base-model prefill as last message
+"""
+DIFF_EPILOG = """examples:
+  afperturb diff --preset null_control 0 1
+  afperturb diff --vary lab=anthropic,openai 0 1 --request "Explain tides."
+"""
+TEMPLATES_EPILOG = """examples:
+  afperturb templates check
+  afperturb templates check --scenario helpful_only
+  AFPERTURB_TEMPLATES=my_templates/ afperturb templates check   # your own scenarios
+"""
+
+
 @command(
-    "conditions", "list a design's conditions with their ids, levels and facts", _conditions_args
+    "conditions",
+    "list a design's conditions with their ids, levels and facts",
+    _conditions_args,
+    CONDITIONS_EPILOG,
 )
 def _conditions(args: argparse.Namespace) -> int:
-    p = _design(args)
+    p = make_design(args)
     if args.json:
         print(json.dumps(p.describe(), indent=2))
     else:
-        _print_conditions(p, sys.stdout)
+        print_conditions(p, sys.stdout)
     return 0
 
 
-@command("render", "print the rendered prompt of one condition", _render_args)
+@command("render", "print the rendered prompt of one condition", _render_args, RENDER_EPILOG)
 def _render(args: argparse.Namespace) -> int:
-    p = _design(args)
+    p = make_design(args)
     condition = p.condition(args.condition)
     request = args.request if args.request is not None else p.scenario.probe_request
     messages = p.render(condition, request)
@@ -166,9 +149,9 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
-@command("diff", "unified diff between two conditions' rendered prompts", _diff_args)
+@command("diff", "unified diff between two conditions' rendered prompts", _diff_args, DIFF_EPILOG)
 def _diff(args: argparse.Namespace) -> int:
-    p = _design(args)
+    p = make_design(args)
     print(p.diff(args.a, args.b, request=args.request), end="")
     return 0
 
@@ -181,7 +164,7 @@ def _templates_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-@command("templates", "template tools: `templates check`", _templates_args)
+@command("templates", "template tools: `templates check`", _templates_args, TEMPLATES_EPILOG)
 def _templates(args: argparse.Namespace) -> int:
     names = args.scenario or Scenario.available()
     problems = 0
@@ -199,11 +182,6 @@ def _templates(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
-@command("demo", "show the paper preset's design (axes, levels, facts, conditions)")
-def _demo(args: argparse.Namespace) -> int:
-    return show_design_demo(sys.stdout)
-
-
 def show_design_demo(out: TextIO) -> int:
     """Print the paper preset: its varied axes, their levels and facts, and its conditions."""
     p = Perturbation.preset("paper")
@@ -218,43 +196,8 @@ def show_design_demo(out: TextIO) -> int:
             extra = f"  facts {facts}" if facts else ""
             print(f"    - {level}: {axis.levels[level].description}{extra}", file=out)
     print("\nConditions:", file=out)
-    _print_conditions(p, out)
+    print_conditions(p, out)
     return 0
 
 
-# ---------------------------------------------------------------------- entry point
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser, one subparser per registered command."""
-    parser = argparse.ArgumentParser(
-        prog="afperturb",
-        description="Perturbation experiments on alignment faking.",
-        epilog=__doc__.split("Examples::", 1)[1] if __doc__ else None,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for cmd in COMMANDS.values():
-        child = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help, epilog=cmd.epilog)
-        cmd.configure(child)
-        child.set_defaults(_run=cmd.run)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code (errors print one line, no traceback)."""
-    args = build_parser().parse_args(argv)
-    run: Any = args._run
-    try:
-        return int(run(args))
-    except AfperturbError as exc:
-        print(f"afperturb: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"afperturb: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-
-
-__all__ = ["COMMANDS", "Command", "build_parser", "command", "main", "show_design_demo"]
+__all__ = ["design_args", "make_design", "print_conditions", "show_design_demo"]

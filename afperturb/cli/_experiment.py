@@ -1,0 +1,170 @@
+"""Experiment files: one TOML file that says what ``afperturb sweep`` runs.
+
+Relative paths (the store, a CSV/JSONL request file) are resolved against the file's folder, so
+an experiment runs the same from any working directory. See docs/cli.md for the schema and
+examples/experiment.toml for a file that runs offline.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from afperturb.design import PRESETS, Perturbation
+from afperturb.errors import DesignError, unknown_choice
+from afperturb.records import Request, SamplingParams
+
+__all__ = ["Experiment", "ModelSpec", "RequestSpec", "load_experiment"]
+
+_DATASETS = ("synthetic", "advbench", "llm_lat")
+
+
+class ModelSpec(BaseModel):
+    """A model and the keyword arguments for :func:`afperturb.models.get` (``base_url`` ...)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    name: str
+
+
+class RequestSpec(BaseModel):
+    """Where the requests come from: exactly one of ``synthetic``, ``dataset`` or ``path``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    synthetic: int | None = Field(default=None, ge=1)
+    dataset: str | None = None
+    path: str | None = None
+    text: str = "text"
+    category: str | None = None
+    limit: int | None = Field(default=None, ge=1)
+    seed: int = 0
+
+
+class RateLimit(BaseModel):
+    """Requests and tokens per minute (either may be left out)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+
+
+class Experiment(BaseModel):
+    """The validated contents of an experiment file (field names are the TOML keys)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scenario: str = "helpful_only"
+    preset: str | None = None
+    vary: dict[str, list[str]] = Field(default_factory=dict)
+    fixed: dict[str, str] = Field(default_factory=dict)
+    models: list[ModelSpec] = Field(min_length=1)
+    requests: RequestSpec
+    samples: int = Field(default=1, ge=1)
+    seed: int = 0
+    store: str = "runs.sqlite"
+    concurrency: int = Field(default=64, ge=1)
+    rate_limit: RateLimit | None = None
+    max_cost_usd: float | None = Field(default=None, ge=0)
+    params: SamplingParams = Field(default_factory=SamplingParams)
+    judges: list[str] = Field(default_factory=list)
+    judge_model: ModelSpec | None = None
+    #: Folder of the experiment file: relative paths are resolved against it.
+    base_dir: Path = Path(".")
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _models(cls, value: Any) -> Any:
+        items = [value] if isinstance(value, str | dict) else value
+        return [{"name": v} if isinstance(v, str) else v for v in items]
+
+    @field_validator("judge_model", mode="before")
+    @classmethod
+    def _judge_model(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("requests", mode="before")
+    @classmethod
+    def _requests(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("requests must be a number, a dataset name, a path or a table")
+        if isinstance(value, int):
+            return {"synthetic": value}
+        if isinstance(value, str):
+            return {"dataset": value} if value in _DATASETS[1:] else {"path": value}
+        return value
+
+    def perturbation(self) -> Perturbation:
+        """The design: a preset, or ``vary``/``fixed`` axes."""
+        if self.preset is not None:
+            if self.vary or self.fixed:
+                raise DesignError("an experiment uses either preset or vary/fixed, not both")
+            if self.preset not in PRESETS:
+                raise unknown_choice("preset", self.preset, PRESETS)
+            return Perturbation.preset(self.preset, self.scenario)
+        return Perturbation(self.scenario, vary=self.vary, fixed=self.fixed)
+
+    def store_path(self) -> Path:
+        """The store, relative to the experiment file's folder."""
+        return self.base_dir / self.store
+
+    def load_requests(self) -> list[Request]:
+        """The request set (downloads and caches AdvBench / LLM-LAT on first use)."""
+        from afperturb import datasets
+
+        spec = self.requests
+        given = [k for k in ("synthetic", "dataset", "path") if getattr(spec, k) is not None]
+        if len(given) != 1:
+            raise DesignError(
+                f"requests needs exactly one of synthetic, dataset, path; got {given or 'none'}"
+            )
+        if spec.synthetic is not None:
+            return datasets.synthetic(spec.synthetic, seed=spec.seed)
+        if spec.dataset is not None:
+            if spec.dataset not in _DATASETS:
+                raise unknown_choice("dataset", spec.dataset, _DATASETS)
+            if spec.dataset == "synthetic":
+                return datasets.synthetic(spec.limit or 100, seed=spec.seed)
+            loader = datasets.advbench if spec.dataset == "advbench" else datasets.llm_lat
+            return loader(limit=spec.limit)
+        return self._from_file(Path(str(spec.path)))
+
+    def _from_file(self, path: Path) -> list[Request]:
+        from afperturb import datasets
+
+        file = path if path.is_absolute() else self.base_dir / path
+        if not file.is_file():
+            raise DesignError(f"request file {str(file)!r} does not exist")
+        spec = self.requests
+        if file.suffix == ".csv":
+            found = datasets.from_csv(file, spec.text, category_column=spec.category)
+        elif file.suffix in (".jsonl", ".json"):
+            found = datasets.from_jsonl(file, spec.text, category_field=spec.category)
+        else:
+            raise unknown_choice("request file type", file.suffix, [".csv", ".jsonl"])
+        return found[: spec.limit] if spec.limit is not None else found
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read and validate an experiment file; every problem becomes one-line DesignError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DesignError(f"cannot read experiment file {str(path)!r}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DesignError(f"{path}: invalid TOML: {exc}") from exc
+    if "base_dir" in data:
+        raise DesignError(f"{path}: 'base_dir' is not an experiment key")
+    try:
+        return Experiment.model_validate({**data, "base_dir": path.resolve().parent})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+        )
+        raise DesignError(f"{path}: {problems}") from exc
