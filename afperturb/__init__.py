@@ -45,6 +45,7 @@ from afperturb.records import (
 )
 from afperturb.results import SweepResult
 from afperturb.scenario import Axis, Level, Scenario
+from afperturb.shard import merge
 from afperturb.store import Store
 from afperturb.sweep import CostEstimate, SweepConfig
 
@@ -88,6 +89,7 @@ __all__ = [
     "classify",
     "datasets",
     "errors",
+    "merge",
     "models",
     "report",
     "stats",

@@ -271,6 +271,24 @@ class Perturbation:
 
         return _s.estimate(self, model, requests, samples=samples, **options)
 
+    def plan(
+        self,
+        model: Model | str,
+        requests: Iterable[Request],
+        samples: int = 1,
+        seed: int = 0,
+        **options: Any,
+    ) -> list[Any]:
+        """The deterministic work list of a sweep (:func:`afperturb.shard.plan`; issue 8).
+
+        Each :class:`~afperturb.shard.WorkItem` carries the stable hash that
+        ``sweep(..., shard=(i, k))`` splits on; write it out with
+        :func:`afperturb.shard.write_plan`.
+        """
+        from afperturb import shard as _shard  # lazy, like the sweep facade
+
+        return _shard.plan(self, model, requests, samples=samples, seed=seed, **options)
+
 
 def _as_lines(messages: Sequence[Message]) -> list[str]:
     lines: list[str] = []

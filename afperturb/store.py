@@ -89,6 +89,23 @@ CREATE TABLE IF NOT EXISTS conditions (id TEXT PRIMARY KEY, condition TEXT NOT N
 CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, request TEXT NOT NULL);
 """
 
+# --- batch bookkeeping (issue 8, H8) -------------------------------------------------------
+#: Version of the additive batch tables, kept in ``meta`` as ``batch_schema_version``: they are
+#: created on open (IF NOT EXISTS) so older stores gain them without a core schema change.
+BATCH_SCHEMA_VERSION = 1
+_BATCH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS batches (
+    batch_id TEXT PRIMARY KEY, provider TEXT NOT NULL, model_hash TEXT NOT NULL,
+    state TEXT NOT NULL, created TEXT NOT NULL, n_items INTEGER NOT NULL, info TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS batches_model ON batches (model_hash, state);
+CREATE TABLE IF NOT EXISTS batch_items (
+    batch_id TEXT NOT NULL, custom_id TEXT NOT NULL, cache_key TEXT NOT NULL,
+    status TEXT NOT NULL, error TEXT, retryable INTEGER,
+    PRIMARY KEY (batch_id, custom_id));
+CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items (cache_key);
+"""
+# --- end batch bookkeeping ------------------------------------------------------------------
+
 
 def canonical_json(value: Any) -> str:
     """JSON with sorted keys and no whitespace: equal values give equal bytes."""
@@ -97,6 +114,23 @@ def canonical_json(value: Any) -> str:
 
 def _sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+#: sha256 of long message texts (system prompts repeat across every request of a condition).
+_TEXT_SHAS: dict[str, str] = {}
+
+
+def _text_sha(text: str) -> str:
+    """:func:`_sha`, remembered for long texts (a dict probe instead of hashing ~3 kB)."""
+    if len(text) < 512:
+        return _sha(text)
+    found = _TEXT_SHAS.get(text)
+    if found is None:
+        found = _sha(text)
+        if len(_TEXT_SHAS) >= 4096:
+            _TEXT_SHAS.clear()
+        _TEXT_SHAS[text] = found
+    return found
 
 
 def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,13 +162,50 @@ def cache_key(
     sweep seed (simulated models draw from it). Never timeouts, concurrency or keys.
     """
     mh = model_config if isinstance(model_config, str) else model_hash(model_config)
-    h = hashlib.sha256(f"{mh}|{int(sample)}|{int(seed)}|{_params_json(params)}".encode())
+    head = f"{mh}|{int(sample)}|{int(seed)}|{_params_json(params)}"
+    rest: Sequence[Message] = messages
+    h = None
+    if messages and len(messages[0].content) >= _PREFIX_MIN_CHARS:
+        # The first message (the per-condition system prompt, ~3 kB) is the same for every
+        # request of a condition: hash it once and copy the hasher's state. The key is byte for
+        # byte the same as hashing everything (a test checks it); only the per-request part
+        # (user turn, continuations) is hashed per trial. Hashing >2 kB also releases the GIL,
+        # which hands it to the store's writer thread in the middle of the event loop's work.
+        first = messages[0]
+        memo = (head, first.role, first.content)
+        base = _PREFIX_HASHERS.get(memo)
+        if base is None:
+            base = _hasher(head, (first,))
+            if len(_PREFIX_HASHERS) >= _PREFIX_MAX:
+                _PREFIX_HASHERS.clear()
+            _PREFIX_HASHERS[memo] = base
+        h = base.copy()
+        rest = messages[1:]
+    if h is None:
+        h = _hasher(head, ())
+    for m in rest:
+        _update(h, m)
+    return str(h.hexdigest())
+
+
+#: Hasher states after (model, sample, seed, params, first message), by those inputs.
+_PREFIX_HASHERS: dict[tuple[str, str, str], Any] = {}
+_PREFIX_MAX = 4096
+_PREFIX_MIN_CHARS = 512
+
+
+def _hasher(head: str, messages: Sequence[Message]) -> Any:
+    h = hashlib.sha256(head.encode())
     for m in messages:
-        # Length-prefixed (unambiguous) and without JSON: this runs once per turn of every trial.
-        data = m.content.encode("utf-8")
-        h.update(f"\n{m.role}:{len(data)}:".encode())
-        h.update(data)
-    return h.hexdigest()
+        _update(h, m)
+    return h
+
+
+def _update(h: Any, m: Message) -> None:
+    # Length-prefixed (unambiguous) and without JSON: this runs once per turn of every trial.
+    data = m.content.encode("utf-8")
+    h.update(f"\n{m.role}:{len(data)}:".encode())
+    h.update(data)
 
 
 @functools.lru_cache(maxsize=256)
@@ -271,6 +342,11 @@ class Store:
                     "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
                     (str(SCHEMA_VERSION),),
                 )
+                self._read.executescript(_BATCH_SCHEMA)  # H8: additive batch tables
+                self._read.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('batch_schema_version', ?)",
+                    (str(BATCH_SCHEMA_VERSION),),
+                )
             row = self._read.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
@@ -396,7 +472,7 @@ class Store:
     def _message_refs(self, batch: _Batch, messages: Sequence[Message]) -> str:
         refs = []
         for m in messages:
-            h = _sha(m.content)
+            h = _text_sha(m.content)
             if h not in self._known_texts:
                 batch.texts.append((h, m.content))
                 if len(self._known_texts) < 200_000:
@@ -599,9 +675,129 @@ class Store:
             (model,) if model else (),
         )
 
+    # -- batch bookkeeping (issue 8, H8) --------------------------------------------------------
+
+    def put_batch(
+        self,
+        batch_id: str,
+        provider: str,
+        model_config_hash: str,
+        created: str,
+        info: Mapping[str, Any],
+        items: Sequence[tuple[str, str]],
+    ) -> None:
+        """Record a submitted batch and its ``(custom_id, cache_key)`` items; wait until durable.
+
+        Written right after the provider accepts the batch, so a new process polls it instead
+        of submitting the same requests again.
+        """
+        batch = _Batch()
+        batch.other.append(
+            (
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, 'submitted', ?, ?, ?)",
+                (batch_id, provider, model_config_hash, created, len(items), canonical_json(info)),
+            )
+        )
+        sql = "INSERT OR REPLACE INTO batch_items VALUES (?, ?, ?, 'pending', NULL, NULL)"
+        batch.other.extend((sql, (batch_id, cid, key)) for cid, key in items)
+        self._submit(batch).result()
+
+    def finish_batch(
+        self, batch_id: str, state: str, failures: Iterable[tuple[str, str, bool]] = ()
+    ) -> None:
+        """Mark a batch collected (``state``) with its failed ``(custom_id, error, retryable)``.
+
+        Items not named as failures are marked ``ok``. Call only once the batch's successful
+        completions are durable in the cache, so a crash in between re-collects, never loses.
+        """
+        batch = _Batch()
+        batch.other.append(
+            (
+                "UPDATE batch_items SET status='ok' WHERE batch_id=? AND status='pending'",
+                (batch_id,),
+            )
+        )
+        for cid, error, retryable in failures:
+            batch.other.append(
+                (
+                    "UPDATE batch_items SET status='failed', error=?, retryable=? "
+                    "WHERE batch_id=? AND custom_id=?",
+                    (error, int(retryable), batch_id, cid),
+                )
+            )
+        batch.other.append(("UPDATE batches SET state=? WHERE batch_id=?", (state, batch_id)))
+        self._submit(batch).result()
+
+    def open_batches(self, model_config_hash: str) -> list[tuple[str, str, dict[str, Any]]]:
+        """Submitted, not yet collected batches of one model config: (id, provider, info)."""
+        rows = self._query(
+            "SELECT batch_id, provider, info FROM batches WHERE model_hash=? AND "
+            "state='submitted' ORDER BY created, rowid",
+            (model_config_hash,),
+        )
+        return [(bid, prov, json.loads(info)) for bid, prov, info in rows]
+
+    def batch_items(self, batch_id: str) -> list[tuple[str, str]]:
+        """``(custom_id, cache_key)`` of every item of one batch."""
+        rows = self._query(
+            "SELECT custom_id, cache_key FROM batch_items WHERE batch_id=?", (batch_id,)
+        )
+        return [(cid, key) for cid, key in rows]
+
+    def batch_failures(self, model_config_hash: str) -> dict[str, tuple[int, str, bool]]:
+        """Per cache key of one model config: (failed attempts, last error, last retryable)."""
+        rows = self._query(
+            "SELECT i.cache_key, i.error, i.retryable FROM batch_items i JOIN batches b "
+            "ON b.batch_id = i.batch_id WHERE b.model_hash=? AND i.status='failed' "
+            "ORDER BY b.created, b.rowid",
+            (model_config_hash,),
+        )
+        out: dict[str, tuple[int, str, bool]] = {}
+        for key, error, retryable in rows:
+            count = out[key][0] if key in out else 0
+            out[key] = (count + 1, str(error), bool(retryable))
+        return out
+
+    # -- merging (issue 8, H8) ------------------------------------------------------------------
+
+    def absorb(self, other: str | Path) -> None:
+        """Copy another store's rows into this one, deduplicating by content and trial key.
+
+        Completions and texts are content-addressed (first copy wins; equal keys mean equal
+        generations). A trial already here stays unless it failed and ``other`` completed it.
+        Batch bookkeeping is process-local and not copied. The caller checks manifests.
+        """
+        self.flush()
+        conn = self._connect()
+        try:
+            conn.execute("ATTACH DATABASE ? AS src", (str(other),))
+            with conn:
+                for table in ("texts", "completions", "runs", "conditions", "requests"):
+                    conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM src.{table}")
+                conn.execute(
+                    "INSERT OR REPLACE INTO main.trials SELECT s.* FROM src.trials s WHERE NOT "
+                    "EXISTS (SELECT 1 FROM main.trials t WHERE t.key = s.key AND "
+                    "(t.status = 'completed' OR s.status = 'failed'))"
+                )
+                conn.execute("INSERT OR IGNORE INTO main.labels SELECT * FROM src.labels")
+            conn.execute("DETACH DATABASE src")
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot merge {str(other)!r} into {str(self.path)!r}: {exc}") from exc
+        finally:
+            conn.close()
+
     def count(self, table: str) -> int:
         """Rows in one of the store's tables."""
-        if table not in {"completions", "trials", "labels", "runs", "conditions", "requests"}:
+        if table not in {
+            "completions",
+            "trials",
+            "labels",
+            "runs",
+            "conditions",
+            "requests",
+            "batches",
+            "batch_items",
+        }:
             raise StoreError(f"unknown table {table!r}")
         return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
 
@@ -628,6 +824,7 @@ def _where(**filters: Any) -> tuple[str, list[Any]]:
 
 
 __all__ = [
+    "BATCH_SCHEMA_VERSION",
     "SCHEMA_VERSION",
     "CachedCompletion",
     "Store",

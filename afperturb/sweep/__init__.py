@@ -37,6 +37,30 @@ def _config(config: SweepConfig | None, **options: Any) -> SweepConfig:
     return base.merged(changed)
 
 
+def _mode(mode: str) -> str:
+    """Check ``mode`` early, naming the valid ones (issue 8)."""
+    if mode not in ("realtime", "batch"):
+        from afperturb.errors import unknown_choice
+
+        raise unknown_choice("mode", mode, ["batch", "realtime"])
+    return mode
+
+
+def _shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
+    """Check ``shard=(i, k)`` early with a DesignError naming the valid range (issue 8)."""
+    if shard is None:
+        return None
+    from afperturb.errors import DesignError
+
+    try:
+        i, k = (int(x) for x in shard)
+    except (TypeError, ValueError) as exc:
+        raise DesignError(f"shard must be a pair (i, k) of integers; got {shard!r}") from exc
+    if k < 1 or not 0 <= i < k:
+        raise DesignError(f"shard (i, k) needs k >= 1 and 0 <= i < k; got {shard!r}")
+    return (i, k)
+
+
 async def sweep_async(
     perturbation: PerturbationLike,
     model: Model | str,
@@ -54,6 +78,8 @@ async def sweep_async(
     classifiers: Sequence[Classifier] | None = None,
     config: SweepConfig | None = None,
     *,
+    mode: str = "realtime",
+    shard: tuple[int, int] | None = None,
     clock: Clock | None = None,
     sleep: Sleep | None = None,
 ) -> SweepResult:
@@ -75,6 +101,10 @@ async def sweep_async(
         params: sampling parameters (temperature, max_tokens, ...).
         classifiers: inline classifiers; None means tags + heuristic AF; ``[]`` means none.
         config: a :class:`SweepConfig`; explicit arguments that differ from defaults win.
+        mode: ``"realtime"`` (one HTTP request per generation) or ``"batch"`` (the provider's
+            batch API at the batch price; needs a store; see ``docs/scale.md``).
+        shard: ``(i, k)`` runs only the work items whose stable hash % k == i
+            (:func:`afperturb.shard.plan`); merge the stores with :func:`afperturb.shard.merge`.
         clock: monotonic clock for the rate limiter (tests).
         sleep: async sleep for backoff and rate limits (tests).
 
@@ -93,6 +123,8 @@ async def sweep_async(
         max_cost_usd=max_cost_usd,
         progress=progress,
         params=params,
+        mode=_mode(mode),
+        shard=_shard(shard),
     )
     return await run_sweep(
         perturbation,

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from afperturb.records import SamplingParams
 
@@ -40,6 +40,26 @@ class SweepConfig(BaseModel):
     retry_failed: bool = True
     #: Output tokens assumed per trial by estimate() and the token bucket.
     typical_output_tokens: int = Field(default=800, ge=1)
+    # -- issue 8 (H8): batch mode and shards; none of these changes a cache key ---------------
+    #: "realtime" sends one HTTP request per generation; "batch" uses the provider's batch API.
+    mode: Literal["realtime", "batch"] = "realtime"
+    #: ``(i, k)``: run only the work items whose stable hash % k == i (see afperturb.shard).
+    shard: tuple[int, int] | None = None
+    #: Most requests per provider batch (OpenAI allows 50,000; Anthropic 100,000).
+    batch_max_requests: int = Field(default=50_000, ge=1)
+    #: Most bytes per uploaded batch (OpenAI allows 200 MB per file; Anthropic 256 MB).
+    batch_max_bytes: int = Field(default=180_000_000, ge=1)
+    #: Seconds between polls of the open batches.
+    batch_poll_interval: float = Field(default=30.0, ge=0)
+    #: Batch price as a fraction of the realtime price (both providers charge 50 %).
+    batch_price_factor: float = Field(default=0.5, ge=0)
+
+    @field_validator("shard")
+    @classmethod
+    def _check_shard(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+        if value is not None and not (value[1] >= 1 and 0 <= value[0] < value[1]):
+            raise ValueError(f"shard must be (i, k) with k >= 1 and 0 <= i < k; got {value}")
+        return value
 
     def merged(self, overrides: dict[str, Any]) -> SweepConfig:
         """A copy with ``overrides`` applied and validated."""
