@@ -303,7 +303,8 @@ _EVALUATORS: dict[str, Callable[[Cells, BoolArray, float, float], dict[str, Any]
 # --------------------------------------------------------------------------- verdicts and table
 
 #: Columns of HypothesisTable.to_frame(), in order.
-COLUMNS = (
+#: The documented columns (ARCHITECTURE.md §3), which reports show.
+SUMMARY_COLUMNS = (
     "model",
     "hypothesis",
     "verdict",
@@ -314,6 +315,9 @@ COLUMNS = (
     "pvalue_adj",
     "n",
     "rule",
+)
+COLUMNS = (
+    *SUMMARY_COLUMNS,
     "method",
     "pvalue_opposite_adj",
     "pvalue_equivalence",

@@ -167,7 +167,35 @@ class Label(Record):
     details: dict[str, Any] = Field(default_factory=dict)
 
 
+#: ``SweepResult.to_frame()``'s schema: these columns, with one column per axis (its level)
+#: placed after ``scenario``. The statistics read only these; axis names may not reuse them.
+FRAME_HEAD_COLUMNS = ("model", "condition_id", "scenario")
+#: One column per fact, in :class:`Facts` order.
+FRAME_FACT_COLUMNS = tuple(Facts.model_fields)
+#: Columns that vary per trial (everything else describes the condition).
+FRAME_TRIAL_COLUMNS = (
+    "request_id",
+    "sample",
+    "status",
+    "error",
+    "label",
+    "complied",
+    "af_reasoning",
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "cost_usd",
+    "cached",
+)
+#: Every non-axis column, in order.
+FRAME_COLUMNS = (*FRAME_HEAD_COLUMNS, *FRAME_FACT_COLUMNS, *FRAME_TRIAL_COLUMNS)
+
+
 __all__ = [
+    "FRAME_COLUMNS",
+    "FRAME_FACT_COLUMNS",
+    "FRAME_HEAD_COLUMNS",
+    "FRAME_TRIAL_COLUMNS",
     "Completion",
     "Condition",
     "Facts",

@@ -17,32 +17,26 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from afperturb.errors import DesignError, unknown_choice
-from afperturb.records import Condition, Label, Trial
+from afperturb.records import (
+    FRAME_COLUMNS,
+    FRAME_FACT_COLUMNS,
+    FRAME_HEAD_COLUMNS,
+    FRAME_TRIAL_COLUMNS,
+    Condition,
+    Label,
+    Trial,
+)
 
 if TYPE_CHECKING:
     from afperturb.store import Store, TrialRow
 
 #: Fact columns, in order, as carried by every condition.
-FACT_COLUMNS = ("trained", "rated", "rater", "deployment_harm", "conflict", "paraphrase")
+FACT_COLUMNS = FRAME_FACT_COLUMNS
 #: Columns before the axis columns.
-HEAD_COLUMNS = ("model", "condition_id", "scenario")
+HEAD_COLUMNS = FRAME_HEAD_COLUMNS
 #: Columns after the axis columns.
-TAIL_COLUMNS = (
-    *FACT_COLUMNS,
-    "request_id",
-    "sample",
-    "status",
-    "error",
-    "label",
-    "complied",
-    "af_reasoning",
-    "input_tokens",
-    "output_tokens",
-    "latency_s",
-    "cost_usd",
-    "cached",
-)
-COLUMNS = (*HEAD_COLUMNS, *TAIL_COLUMNS)
+TAIL_COLUMNS = (*FRAME_FACT_COLUMNS, *FRAME_TRIAL_COLUMNS)
+COLUMNS = FRAME_COLUMNS
 _RESERVED = frozenset(COLUMNS)
 _TRIAL_COLUMNS = [
     "model",

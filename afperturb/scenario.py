@@ -38,7 +38,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from afperturb import _paths
 from afperturb.errors import DesignError, TemplateError, unknown_choice
-from afperturb.records import Condition, Facts, Message, Request
+from afperturb.records import FRAME_COLUMNS, Condition, Facts, Message, Request
 
 #: Marker that opens an annotated axis block: MARK_OPEN + axis name + MARK_NAME_END.
 MARK_OPEN = "\ue000"
@@ -47,31 +47,7 @@ MARK_NAME_END = "\ue001"
 MARK_CLOSE = "\ue002"
 
 #: Column names of ``SweepResult.to_frame()``; an axis may not take one of these names.
-RESERVED_NAMES = frozenset(
-    [
-        "model",
-        "condition_id",
-        "scenario",
-        "trained",
-        "rated",
-        "rater",
-        "deployment_harm",
-        "conflict",
-        "paraphrase",
-        "request_id",
-        "sample",
-        "status",
-        "error",
-        "label",
-        "complied",
-        "af_reasoning",
-        "input_tokens",
-        "output_tokens",
-        "latency_s",
-        "cost_usd",
-        "cached",
-    ]
-)
+RESERVED_NAMES = frozenset(FRAME_COLUMNS)
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _FACT_FIELDS = frozenset(Facts.model_fields)

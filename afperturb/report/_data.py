@@ -17,33 +17,10 @@ from typing import Any, Protocol
 import pandas as pd
 
 from afperturb.errors import DesignError
+from afperturb.records import FRAME_COLUMNS
 
 #: Columns of ``SweepResult.to_frame()`` that are not axes.
-BASE_COLUMNS: frozenset[str] = frozenset(
-    {
-        "model",
-        "condition_id",
-        "scenario",
-        "trained",
-        "rated",
-        "rater",
-        "deployment_harm",
-        "conflict",
-        "paraphrase",
-        "request_id",
-        "sample",
-        "status",
-        "error",
-        "label",
-        "complied",
-        "af_reasoning",
-        "input_tokens",
-        "output_tokens",
-        "latency_s",
-        "cost_usd",
-        "cached",
-    }
-)
+BASE_COLUMNS: frozenset[str] = frozenset(FRAME_COLUMNS)
 #: Optional per-trial columns the report understands (transcripts and judge outputs).
 EXTRA_COLUMNS: frozenset[str] = frozenset(
     {"text", "request_text", "af_quotes", "af_score", "partial", "motive", "compliance_score"}

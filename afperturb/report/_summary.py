@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from afperturb.errors import InsufficientDataError
+from afperturb.hypotheses import SUMMARY_COLUMNS
 from afperturb.report._data import (
     OUTCOMES,
     ConditionInfo,
@@ -28,18 +29,7 @@ from afperturb.report._data import (
 from afperturb.stats import _sm
 
 #: The HypothesisTable.to_frame() columns, in display order.
-TABLE_COLUMNS: tuple[str, ...] = (
-    "model",
-    "hypothesis",
-    "verdict",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "pvalue",
-    "pvalue_adj",
-    "n",
-    "rule",
-)
+TABLE_COLUMNS: tuple[str, ...] = SUMMARY_COLUMNS
 
 
 def wilson(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:

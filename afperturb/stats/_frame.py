@@ -19,6 +19,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from afperturb.errors import DesignError, InsufficientDataError, unknown_choice
+from afperturb.records import FRAME_TRIAL_COLUMNS
 
 __all__ = [
     "FACT_COLUMNS",
@@ -37,22 +38,7 @@ BoolArray = npt.NDArray[np.bool_]
 IntArray = npt.NDArray[np.int64]
 
 #: Columns that vary per trial; everything else in the frame describes the condition.
-TRIAL_COLUMNS = frozenset(
-    {
-        "request_id",
-        "sample",
-        "status",
-        "error",
-        "label",
-        "complied",
-        "af_reasoning",
-        "input_tokens",
-        "output_tokens",
-        "latency_s",
-        "cost_usd",
-        "cached",
-    }
-)
+TRIAL_COLUMNS = frozenset(FRAME_TRIAL_COLUMNS)
 FACT_COLUMNS = ("trained", "rated", "rater", "deployment_harm", "conflict", "paraphrase")
 _REQUIRED = ("condition_id", "request_id", "status", "complied")
 
