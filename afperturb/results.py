@@ -369,7 +369,21 @@ class SweepResult:
         return _typed(df, axes)
 
     def __len__(self) -> int:
-        return len(self._frame())
+        return len(self._statuses())
+
+    def _statuses(self) -> pd.Series:
+        """Each trial's status, without building the whole table (labels, axes) when not cached.
+
+        ``len()`` and the repr use it: a repr is printed in places nobody asked for a table
+        (``asyncio.run`` prints the finished task on Python 3.11), and on a million-trial
+        store the full table costs about 2 GiB.
+        """
+        frame = self._cache.get("frame")
+        if frame is not None:
+            status: pd.Series = frame["status"]
+            return status
+        parts = [p.trial_frame()["status"] for p in self.parts]
+        return pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=object)
 
     def _frame(self) -> pd.DataFrame:
         frame = self._cache.get("frame")
@@ -401,11 +415,11 @@ class SweepResult:
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
-        df = self._frame()
-        failed = int((df["status"] == "failed").sum())
+        statuses = self._statuses()
+        failed = int((statuses == "failed").sum())
         models = ",".join(self.models) or "-"
         stop = f" stopped={self.stopped_reason}" if self.stopped_reason else ""
-        return f"<SweepResult {models}: {len(df)} trials, {failed} failed{stop}>"
+        return f"<SweepResult {models}: {len(statuses)} trials, {failed} failed{stop}>"
 
     def to_markdown(self) -> str:
         """The per-model summary as a markdown table."""

@@ -10,6 +10,8 @@ requests through ``concurrency`` worker tasks (after a warm-up that opens the co
 - ``backend``        ``af.models.get("openai/bench", client=...)`` .generate() per request
 - ``engine``         the full sweep: ``Perturbation.sweep(af.models.get("openai/bench",
                      base_url=...), ...)`` with rendering, store writes and tag parsing
+- ``engine-mp``      the same sweep with ``processes=N`` (``--processes``, default 2): N forked
+                     shard workers sharing the store; their CPU is counted (reaped children)
 
 Reported per case: trials/s, % of the ideal rate (concurrency / latency), the ratio to the bare
 aiohttp loop *of the same run*, client CPU per request (``process_time`` of the client process
@@ -45,8 +47,8 @@ sys.path.insert(0, str(ROOT))
 
 from loopback_server import spawn  # noqa: E402
 
-CLIENTS = ("aiohttp", "httpx", "httpx+aiohttp", "backend", "engine")
-DEFAULT_CLIENTS = ("aiohttp", "httpx", "httpx+aiohttp", "backend", "engine")
+CLIENTS = ("aiohttp", "httpx", "httpx+aiohttp", "backend", "engine", "engine-mp")
+DEFAULT_CLIENTS = ("aiohttp", "httpx", "httpx+aiohttp", "backend", "engine", "engine-mp")
 
 
 def _payload(body_bytes: int) -> dict[str, Any]:
@@ -207,7 +209,14 @@ def _child_engine(args: argparse.Namespace) -> dict[str, Any]:
     async def main(tmp: str) -> dict[str, Any]:
         client = make_async_client(concurrency=args.concurrency, timeout=120.0)
         model = models.get("openai/bench", base_url=args.base_url, api_key="x", client=client)
-        options = {"samples": 1, "seed": 0, "concurrency": args.concurrency, "progress": False}
+        options: dict[str, Any] = {
+            "samples": 1,
+            "seed": 0,
+            "concurrency": args.concurrency,
+            "progress": False,
+        }
+        if args.child == "engine-mp":  # N forked shard workers sharing the store (H11)
+            options["processes"] = args.processes
         try:
             # Warm-up: opens the connections and imports everything (not timed).
             perturbation, warm = _design(perturbation_cls, args.concurrency, 1, datasets)
@@ -215,11 +224,13 @@ def _child_engine(args: argparse.Namespace) -> dict[str, Any]:
                 model, warm, store=os.path.join(tmp, "warm.sqlite"), **options
             )
             perturbation, requests = _design(perturbation_cls, args.requests, 0, datasets)
+            kids0 = _children_cpu_s()
             cpu0, wall0 = time.process_time(), time.perf_counter()
             result = await perturbation.sweep_async(
                 model, requests, store=os.path.join(tmp, "bench.sqlite"), **options
             )
             wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            kids = _children_cpu_s() - kids0  # the shard workers of engine-mp (reaped)
         finally:
             await model.aclose()
             await client.aclose()
@@ -231,6 +242,7 @@ def _child_engine(args: argparse.Namespace) -> dict[str, Any]:
             "cpu_s": cpu,
             "failures": len(frame) - done,
             "http_requests": None,
+            "children_cpu_s": kids,
         }
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -273,6 +285,12 @@ def _child_million(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _children_cpu_s() -> float:
+    """CPU seconds of reaped child processes so far (user + system)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return children.ru_utime + children.ru_stime
+
+
 def _peak_rss_mib() -> float:
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return own / 1024.0  # Linux reports KiB
@@ -281,12 +299,11 @@ def _peak_rss_mib() -> float:
 def _child_main(args: argparse.Namespace) -> None:
     if args.child == "million":
         out: dict[str, Any] = _child_million(args)
-    elif args.child == "engine":
+    elif args.child in ("engine", "engine-mp"):
         out = _child_engine(args)
     else:
         out = asyncio.run(_child_http(args))
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    out["children_cpu_s"] = children.ru_utime + children.ru_stime
+    out.setdefault("children_cpu_s", _children_cpu_s())
     out["peak_rss_mib"] = _peak_rss_mib()
     print(json.dumps(out), flush=True)
 
@@ -313,6 +330,8 @@ def _run_case(
         str(args.max_seconds),
         "--body-bytes",
         str(args.body_bytes),
+        "--processes",
+        str(args.processes),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.run(
@@ -416,6 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=0, help="fixed request count per case")
     parser.add_argument("--max-seconds", type=float, default=30.0, help="cut-off per case")
     parser.add_argument("--body-bytes", type=int, default=4000, help="request body size")
+    parser.add_argument("--processes", type=int, default=2, help="worker processes, engine-mp")
     parser.add_argument("--million", action="store_true", help="the 1e6-trial memory check")
     parser.add_argument("--trials", type=int, default=1_000_000, help="trials for --million")
     parser.add_argument("--million-concurrency", type=int, default=256)

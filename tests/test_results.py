@@ -158,3 +158,14 @@ def test_empty_result_has_the_columns() -> None:
     df = SweepResult.from_rows(list[TrialRow](), [cond], model="m").to_frame()
     assert list(df.columns) == EXPECTED and df.empty
     assert isinstance(df, pd.DataFrame)
+
+
+def test_repr_and_len_do_not_build_the_table() -> None:
+    # A repr is printed where nobody asked for a table (asyncio.run on 3.11 prints the task).
+    from afperturb.datasets import synthetic
+    from afperturb.design import Perturbation
+
+    res = Perturbation.preset("rater_sycophancy").sweep("sim/no-gap", synthetic(5), progress=False)
+    assert len(res) == 15 and "15 trials, 0 failed" in repr(res)
+    assert "frame" not in res._cache
+    assert len(res.to_frame()) == 15 and "frame" in res._cache

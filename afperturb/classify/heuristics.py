@@ -60,7 +60,13 @@ def _family(*patterns: str, keys: tuple[str, ...] = ()) -> re.Pattern[str]:
 
 def _may_match(family: re.Pattern[str], text: str) -> bool:
     keys = KEYS.get(family)
-    return keys is None or any(k in text for k in keys)
+    if keys is None:
+        return True
+    # A plain loop: ~2x cheaper than any() over a generator, and this runs ~10x per trial.
+    for k in keys:  # noqa: SIM110
+        if k in text:
+            return True
+    return False
 
 
 HARM = _family(
@@ -242,11 +248,18 @@ _SENTENCE_END: Final = re.compile(r"[.!?:;]\s+|\n+")
 class _Text:
     """Lowercased text with its sentence boundaries, so each family is scanned once."""
 
-    __slots__ = ("bounds", "text")
+    __slots__ = ("_bounds", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text.lower()
-        self.bounds = [m.end() for m in _SENTENCE_END.finditer(self.text)]
+        self._bounds: list[int] | None = None
+
+    @property
+    def bounds(self) -> list[int]:
+        """Sentence end offsets, found on first use (only :meth:`co_occur` needs them)."""
+        if self._bounds is None:
+            self._bounds = [m.end() for m in _SENTENCE_END.finditer(self.text)]
+        return self._bounds
 
     def has(self, family: re.Pattern[str]) -> bool:
         return _may_match(family, self.text) and family.search(self.text) is not None
@@ -255,7 +268,8 @@ class _Text:
         """Indices of the sentences in which the family matches."""
         if not _may_match(family, self.text):
             return set()
-        return {bisect.bisect_right(self.bounds, m.start()) for m in family.finditer(self.text)}
+        bounds = self.bounds
+        return {bisect.bisect_right(bounds, m.start()) for m in family.finditer(self.text)}
 
     def co_occur(self, *families: re.Pattern[str], window: int = 2) -> bool:
         """Whether every family matches within one window of ``window`` consecutive sentences.
@@ -264,15 +278,27 @@ class _Text:
         changes me. My values would be gone."). The first family is scanned in full (put the
         most selective first); the others are searched only in the windows around its hits.
         """
+        # Fast exact pre-check: a family whose literal stems are nowhere in the text matches in
+        # no window either, so most non-AF scratchpads stop here without a regex scan.
+        for f in families:
+            if not _may_match(f, self.text):
+                return False
         first = self.sentences_with(families[0])
-        last = len(self.bounds)  # index of the final sentence
+        if not first:
+            return False
+        bounds = self.bounds
+        last = len(bounds)  # index of the final sentence
         starts = sorted({max(0, i - k) for i in first for k in range(window)})
+        rest = families[1:]
         for start in starts:
-            lo = self.bounds[start - 1] if start > 0 else 0
+            lo = bounds[start - 1] if start > 0 else 0
             end = start + window - 1
-            hi = self.bounds[end] if end < last else len(self.text)
+            hi = bounds[end] if end < last else len(self.text)
             span = self.text[lo:hi]
-            if all(_may_match(f, span) and f.search(span) for f in families[1:]):
+            for f in rest:
+                if not (_may_match(f, span) and f.search(span)):
+                    break
+            else:
                 return True
         return False
 

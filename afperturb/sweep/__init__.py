@@ -61,6 +61,15 @@ def _shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
     return (i, k)
 
 
+def _check_processes(processes: int) -> int:
+    """Check ``processes`` early with a DesignError naming the bad value (issue 4)."""
+    if not isinstance(processes, int) or processes < 1:
+        from afperturb.errors import DesignError
+
+        raise DesignError(f"processes must be an integer >= 1; got {processes!r}")
+    return processes
+
+
 async def sweep_async(
     perturbation: PerturbationLike,
     model: Model | str,
@@ -80,6 +89,7 @@ async def sweep_async(
     *,
     mode: str = "realtime",
     shard: tuple[int, int] | None = None,
+    processes: int = 1,
     clock: Clock | None = None,
     sleep: Sleep | None = None,
 ) -> SweepResult:
@@ -105,6 +115,9 @@ async def sweep_async(
             batch API at the batch price; needs a store; see ``docs/scale.md``).
         shard: ``(i, k)`` runs only the work items whose stable hash % k == i
             (:func:`afperturb.shard.plan`); merge the stores with :func:`afperturb.shard.merge`.
+        processes: worker processes; N > 1 forks N shard workers that share the store (which
+            must be given), each with 1/N of ``concurrency``, ``rate_limit`` and
+            ``max_cost_usd``: for more trials/s than one core's worth of client CPU allows.
         clock: monotonic clock for the rate limiter (tests).
         sleep: async sleep for backoff and rate limits (tests).
 
@@ -125,6 +138,7 @@ async def sweep_async(
         params=params,
         mode=_mode(mode),
         shard=_shard(shard),
+        processes=_check_processes(processes),
     )
     return await run_sweep(
         perturbation,
@@ -163,25 +177,27 @@ def sweep(
     client bound to another loop should be created fresh (``models.get`` clients are lazy).
     """
 
-    async def run_and_close() -> SweepResult:
+    async def run_and_close() -> _Boxed:
         try:
-            return await sweep_async(
-                perturbation,
-                model,
-                requests,
-                samples=samples,
-                seed=seed,
-                store=store,
-                concurrency=concurrency,
-                rate_limit=rate_limit,
-                timeout=timeout,
-                max_retries=max_retries,
-                max_cost_usd=max_cost_usd,
-                progress=progress,
-                params=params,
-                classifiers=classifiers,
-                config=config,
-                **kwargs,
+            return _Boxed(
+                await sweep_async(
+                    perturbation,
+                    model,
+                    requests,
+                    samples=samples,
+                    seed=seed,
+                    store=store,
+                    concurrency=concurrency,
+                    rate_limit=rate_limit,
+                    timeout=timeout,
+                    max_retries=max_retries,
+                    max_cost_usd=max_cost_usd,
+                    progress=progress,
+                    params=params,
+                    classifiers=classifiers,
+                    config=config,
+                    **kwargs,
+                )
             )
         finally:
             # Each sweep() call has its own loop; a client bound to it must not outlive it.
@@ -191,9 +207,27 @@ def sweep(
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(run_and_close())
+        return asyncio.run(run_and_close()).value
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="afperturb-sweep") as ex:
-        return ex.submit(asyncio.run, run_and_close()).result()
+        return ex.submit(asyncio.run, run_and_close()).result().value
+
+
+class _Boxed:
+    """The sweep's result inside the task that produced it, with a constant repr.
+
+    On Python 3.11, ``asyncio.run`` restoring the SIGINT handler formats a repr of the
+    finished main task, and with it of the task's result (signal._int_to_enum). A
+    ``SweepResult``'s repr reads the whole results table: on a 1e6-trial sweep that was ~1.7 GiB
+    and most of the end-of-sweep memory peak (H11, issue 4). The box keeps that repr trivial.
+    """
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: SweepResult) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "<sweep result>"
 
 
 def estimate(

@@ -45,6 +45,9 @@ class SweepConfig(BaseModel):
     mode: Literal["realtime", "batch"] = "realtime"
     #: ``(i, k)``: run only the work items whose stable hash % k == i (see afperturb.shard).
     shard: tuple[int, int] | None = None
+    #: Worker processes (issue 4, H11): N > 1 forks N shard workers that share the store, each
+    #: with 1/N of concurrency, rate limit and cost cap (see afperturb.sweep._processes).
+    processes: int = Field(default=1, ge=1)
     #: Most requests per provider batch (OpenAI allows 50,000; Anthropic 100,000).
     batch_max_requests: int = Field(default=50_000, ge=1)
     #: Most bytes per uploaded batch (OpenAI allows 200 MB per file; Anthropic 256 MB).

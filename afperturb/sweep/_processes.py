@@ -1,0 +1,229 @@
+"""``processes=N``: one sweep split over N worker processes that share one WAL store.
+
+Why: the engine's client CPU per trial (render, request, store, tag and heuristic labels) is
+~0.5 ms, so one Python process tops out near 2,000 trials/s on its core whatever the transport
+does; holding 512-1,024 requests in flight against a fast provider needs more than one core.
+
+How: each worker runs the ordinary single-process engine on shard ``(i, N)`` of the work
+(:func:`afperturb.shard.shard_of`, the same split as ``sweep(shard=(i, k))``), with
+``concurrency / N`` slots, ``rate_limit / N`` and ``max_cost_usd / N``, writing to the same
+SQLite file (WAL; the store is built for several writers). Workers are *forked*, so the design,
+the backend and the requests need not be picklable and nothing is re-imported; each runs its
+own event loop on a fresh thread (the forking thread is inside the parent's running loop) and
+exits with ``os._exit`` so it never finalises the parent's inherited SQLite connections. The
+parent writes nothing: it waits, then reads the result lazily from the store. Cached trials,
+resuming and ``retry_failed`` behave exactly as in one process, because every worker's engine
+is the ordinary one. The workers are reaped children, so their CPU shows in
+``getrusage(RUSAGE_CHILDREN)`` of the calling process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing
+import os
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from afperturb.errors import DesignError
+from afperturb.records import Request
+
+if TYPE_CHECKING:
+    from afperturb.classify.base import Classifier
+    from afperturb.models.base import Model
+    from afperturb.results import SweepResult
+    from afperturb.store import Store
+    from afperturb.sweep._config import SweepConfig
+    from afperturb.sweep._engine import PerturbationLike
+
+#: Run-info counters that add up over workers.
+_SUMMED = ("sent", "cached", "failed", "spent_usd", "rate_limit_cuts")
+
+
+def worker_config(cfg: SweepConfig, index: int) -> SweepConfig:
+    """Worker ``index``'s share of ``cfg``: shard ``(index, N)`` and 1/N of every budget."""
+    n = cfg.processes
+    rpm, tpm = cfg.rate_limit if cfg.rate_limit is not None else (None, None)
+    return cfg.model_copy(
+        update={
+            "processes": 1,
+            "shard": (index, n),
+            "progress": False,
+            "concurrency": max(1, math.ceil(cfg.concurrency / n)),
+            "rate_limit": (
+                None
+                if cfg.rate_limit is None
+                else (None if rpm is None else rpm / n, None if tpm is None else tpm / n)
+            ),
+            "max_cost_usd": None if cfg.max_cost_usd is None else cfg.max_cost_usd / n,
+        }
+    )
+
+
+def check(cfg: SweepConfig, store: Store | str | Path | None) -> Path:
+    """The store path the workers share, or a DesignError saying why N processes cannot run."""
+    if cfg.mode != "realtime":
+        raise DesignError(f"processes={cfg.processes} needs mode='realtime'; got {cfg.mode!r}")
+    if cfg.shard is not None:
+        raise DesignError(
+            f"processes={cfg.processes} shards the sweep itself; do not also pass "
+            f"shard={cfg.shard!r} (run several single-process shards instead)"
+        )
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise DesignError(
+            f"processes={cfg.processes} needs the 'fork' start method, which this platform "
+            "lacks; run sweep(shard=(i, k)) in k separate processes instead"
+        )
+    if store is None:
+        raise DesignError(
+            f"processes={cfg.processes} needs a store (a path or a Store) that the worker "
+            "processes share; store=None keeps results in one process's memory"
+        )
+    if isinstance(store, str | Path):
+        return Path(store)
+    store.flush()
+    return store.path
+
+
+def _worker(
+    conn: Connection,
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Sequence[Request],
+    cfg: SweepConfig,
+    path: Path,
+    classifiers: Sequence[Classifier] | None,
+) -> None:
+    """Body of one forked worker: run its shard on a fresh loop, send back its run info."""
+    from afperturb.sweep._engine import run_sweep
+
+    reply: dict[str, Any] = {}
+
+    def body() -> None:
+        try:
+            result = asyncio.run(run_sweep(perturbation, model, requests, cfg, path, classifiers))
+            reply.update(ok=True, info=dict(result.run_info), stopped_reason=result.stopped_reason)
+        except BaseException as exc:  # report every failure to the parent, never hang it
+            reply.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+
+    # The forking thread is inside the parent's running event loop: a new thread has none.
+    thread = threading.Thread(target=body, name="afperturb-shard")
+    thread.start()
+    thread.join()
+    try:
+        conn.send(reply)
+    finally:
+        conn.close()
+        os._exit(0)  # skip finalisers: never close the parent's inherited SQLite connections
+
+
+async def run_processes(
+    perturbation: PerturbationLike,
+    model: Model | str,
+    requests: Sequence[Request],
+    cfg: SweepConfig,
+    store: Store | str | Path | None,
+    classifiers: Sequence[Classifier] | None,
+) -> SweepResult:
+    """Run ``cfg.processes`` forked shard workers on one store and read their result."""
+    from afperturb.results import SweepResult
+    from afperturb.store import Store as _Store
+    from afperturb.sweep._engine import resolve_model
+
+    path = check(cfg, store)
+    ctx = multiprocessing.get_context("fork")
+    started = time.perf_counter()
+    workers = []
+    for i in range(cfg.processes):
+        receive, send = ctx.Pipe(duplex=False)
+        args = (send, perturbation, model, requests, worker_config(cfg, i), path, classifiers)
+        proc = ctx.Process(target=_worker, args=args, name=f"afperturb-shard-{i}", daemon=True)
+        with warnings.catch_warnings():  # 3.12+ warns about fork with threads; see docstring
+            warnings.simplefilter("ignore", DeprecationWarning)
+            proc.start()
+        send.close()
+        workers.append((proc, receive))
+    name = resolve_model(model).name if isinstance(model, str) else model.name
+    # Opened only now: a forked worker must not inherit a connection the parent uses.
+    db = store if isinstance(store, _Store) else _Store.open(path)
+    conditions = list(perturbation.conditions())
+    total = len(conditions) * len(requests) * cfg.samples
+    collecting = asyncio.gather(*(asyncio.to_thread(_collect, p, r) for p, r in workers))
+    await _watch(collecting, db, name, total, cfg.progress, cfg.processes)
+    replies = collecting.result()
+    errors = [r["error"] for r in replies if not r.get("ok")]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {cfg.processes} sweep workers failed: {errors[0]}")
+    info: dict[str, Any] = {k: sum(r["info"].get(k, 0) for r in replies) for k in _SUMMED}
+    info.update(
+        run_ids=[r["info"].get("run_id") for r in replies],
+        processes=cfg.processes,
+        mode=cfg.mode,
+        wall_s=time.perf_counter() - started,
+    )
+    stopped = next((r["stopped_reason"] for r in replies if r.get("stopped_reason")), None)
+    return SweepResult.from_store(
+        db,
+        model=name,
+        conditions=conditions,
+        request_ids=[r.id for r in requests],
+        samples=cfg.samples,
+        stopped_reason=stopped,
+        run_info=info,
+    )
+
+
+async def _watch(
+    collecting: asyncio.Future[list[dict[str, Any]]],
+    db: Store,
+    model: str,
+    total: int,
+    enabled: bool,
+    processes: int,
+) -> None:
+    """Wait for the workers; with progress on, show the model's stored trials meanwhile."""
+    from afperturb.sweep._progress import Progress
+
+    if not enabled:
+        await asyncio.wait([collecting])
+        return
+    progress = Progress(total, enabled=True, desc=f"{model} ({processes} processes)")
+    done = 0
+    try:
+        while not collecting.done():
+            await asyncio.wait([collecting], timeout=_POLL_S)
+            # The store's own read helper (same package): a COUNT over the trials_model index.
+            rows = await asyncio.to_thread(
+                db._query, "SELECT COUNT(*) FROM trials WHERE model=?", (model,)
+            )
+            done = min(total, int(rows[0][0]))
+            progress.update(done, 0, 0, 0.0)
+    finally:
+        progress.close(done, 0, 0, 0.0)
+
+
+#: Seconds between progress polls of the shared store (a COUNT over one index).
+_POLL_S = 0.5
+
+
+def _collect(proc: Any, receive: Connection) -> dict[str, Any]:
+    """Wait for one worker's reply and its exit (a blocking call: run it in a thread)."""
+    try:
+        reply: dict[str, Any] = receive.recv()
+    except EOFError:
+        reply = {"ok": False, "error": "worker exited without a reply"}
+    finally:
+        receive.close()
+    proc.join()
+    if proc.exitcode not in (0, None) and reply.get("ok"):
+        reply = {"ok": False, "error": f"worker exit code {proc.exitcode}"}
+    return reply
+
+
+__all__ = ["check", "run_processes", "worker_config"]
