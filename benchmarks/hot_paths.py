@@ -49,7 +49,8 @@ from afperturb.records import (  # noqa: E402
     Trial,
     Usage,
 )
-from afperturb.store import TrialRow, _label_row, _trial_row, cache_key  # noqa: E402
+from afperturb.store import TrialRow, cache_key  # noqa: E402
+from afperturb.store._rows import _label_row, _trial_row  # noqa: E402
 
 
 def per_call(fn: Callable[[int], object], n: int) -> float:

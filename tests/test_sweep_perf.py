@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-import afperturb.store as store_mod
+import afperturb.store._keys as store_mod
 from afperturb.classify import heuristics as H
 from afperturb.classify.tags import parse_tags
 from afperturb.design import Perturbation

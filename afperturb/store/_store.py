@@ -1,39 +1,18 @@
-"""The SQLite store: content-addressed completion cache, trials, labels and run manifests.
-
-One file holds everything needed to re-analyse a sweep offline, without the templates:
-
-- ``completions``: cache key → :class:`~afperturb.records.Completion`. The key is the sha256 of
-  the canonical JSON of what changes the output (model config, messages, sampling params,
-  sample index, sweep seed), never timeouts, concurrency or keys. Prompt texts are stored once
-  each in ``texts`` (content-addressed), so a system prompt shared by 400 requests costs one row.
-- ``trials``: trial key → :class:`~afperturb.records.Trial` plus the flat columns the results
-  table reads (status, error, tokens, cost, latency, cached, run id).
-- ``labels``: (trial key, classifier, config hash) → :class:`~afperturb.records.Label`.
-- ``runs``: one manifest per sweep call; ``conditions`` and ``requests``: the design and data.
-
-Writes go through one writer thread that commits in groups (everything queued since the last
-commit, up to ``batch_size`` rows), so the event loop never blocks on disk and a busy sweep
-commits hundreds of trials per transaction. Each submission returns a future that resolves
-once its rows are durable: the sweep keeps a trial's concurrency slot until then, so ``kill -9``
-loses at most the in-flight trials. WAL mode, ``busy_timeout`` and ``INSERT OR IGNORE`` /
-upserts let two processes share a store.
-"""
+"""The Store class: SQLite tables, the writer thread, reads."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from afperturb.errors import StoreError
 from afperturb.records import (
@@ -45,24 +24,11 @@ from afperturb.records import (
     SamplingParams,
     Trial,
 )
+from afperturb.store._batches import BatchBookkeeping
+from afperturb.store._keys import _text_sha, canonical_json
+from afperturb.store._rows import CachedCompletion, TrialRow, _Batch, _label_row, _trial_row
 
 SCHEMA_VERSION = 1
-
-#: Config keys never written anywhere, whatever a backend's ``config()`` returns.
-_SECRET_KEYS = frozenset(
-    {
-        "api_key",
-        "apikey",
-        "key",
-        "secret",
-        "password",
-        "authorization",
-        "headers",
-        "token",
-        "access_token",
-        "x-api-key",
-    }
-)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -107,190 +73,7 @@ CREATE INDEX IF NOT EXISTS batch_items_key ON batch_items (cache_key);
 # --- end batch bookkeeping ------------------------------------------------------------------
 
 
-def canonical_json(value: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal values give equal bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-#: sha256 of long message texts (system prompts repeat across every request of a condition).
-_TEXT_SHAS: dict[str, str] = {}
-
-
-def _text_sha(text: str) -> str:
-    """:func:`_sha`, remembered for long texts (a dict probe instead of hashing ~3 kB)."""
-    if len(text) < 512:
-        return _sha(text)
-    found = _TEXT_SHAS.get(text)
-    if found is None:
-        found = _sha(text)
-        if len(_TEXT_SHAS) >= 4096:
-            _TEXT_SHAS.clear()
-        _TEXT_SHAS[text] = found
-    return found
-
-
-def scrub(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Drop secret-looking entries (keys, auth headers) from a config, recursively."""
-    clean: dict[str, Any] = {}
-    for name, value in config.items():
-        if str(name).lower() in _SECRET_KEYS:
-            continue
-        clean[name] = scrub(value) if isinstance(value, Mapping) else value
-    return clean
-
-
-def model_hash(config: Mapping[str, Any]) -> str:
-    """Hash of a model's (scrubbed) config: which backend and settings produced a completion."""
-    return _sha(canonical_json(scrub(config)))
-
-
-def cache_key(
-    model_config: Mapping[str, Any] | str,
-    messages: Sequence[Message],
-    params: SamplingParams,
-    sample: int,
-    seed: int = 0,
-) -> str:
-    """The content address of one generation.
-
-    Only what changes the output goes in: the model's config (or its :func:`model_hash`), the
-    messages including any continuation history, the sampling params, the sample index and the
-    sweep seed (simulated models draw from it). Never timeouts, concurrency or keys.
-    """
-    mh = model_config if isinstance(model_config, str) else model_hash(model_config)
-    head = f"{mh}|{int(sample)}|{int(seed)}|{_params_json(params)}"
-    rest: Sequence[Message] = messages
-    h = None
-    if messages and len(messages[0].content) >= _PREFIX_MIN_CHARS:
-        # The first message (the per-condition system prompt, ~3 kB) is the same for every
-        # request of a condition: hash it once and copy the hasher's state. The key is byte for
-        # byte the same as hashing everything (a test checks it); only the per-request part
-        # (user turn, continuations) is hashed per trial. Hashing >2 kB also releases the GIL,
-        # which hands it to the store's writer thread in the middle of the event loop's work.
-        first = messages[0]
-        memo = (head, first.role, first.content)
-        base = _PREFIX_HASHERS.get(memo)
-        if base is None:
-            base = _hasher(head, (first,))
-            if len(_PREFIX_HASHERS) >= _PREFIX_MAX:
-                _PREFIX_HASHERS.clear()
-            _PREFIX_HASHERS[memo] = base
-        h = base.copy()
-        rest = messages[1:]
-    if h is None:
-        h = _hasher(head, ())
-    for m in rest:
-        _update(h, m)
-    return str(h.hexdigest())
-
-
-#: Hasher states after (model, sample, seed, params, first message), by those inputs.
-_PREFIX_HASHERS: dict[tuple[str, str, str], Any] = {}
-_PREFIX_MAX = 4096
-_PREFIX_MIN_CHARS = 512
-
-
-def _hasher(head: str, messages: Sequence[Message]) -> Any:
-    h = hashlib.sha256(head.encode())
-    for m in messages:
-        _update(h, m)
-    return h
-
-
-def _update(h: Any, m: Message) -> None:
-    # Length-prefixed (unambiguous) and without JSON: this runs once per turn of every trial.
-    data = m.content.encode("utf-8")
-    h.update(f"\n{m.role}:{len(data)}:".encode())
-    h.update(data)
-
-
-@functools.lru_cache(maxsize=256)
-def _params_json(params: SamplingParams) -> str:
-    # Serialising the params is most of a key's cost; a sweep uses one or two of them.
-    return canonical_json(params.model_dump(mode="json"))
-
-
-class CachedCompletion(NamedTuple):
-    """One stored generation: what was asked, and the answer (for the replay backend)."""
-
-    messages: tuple[Message, ...]
-    params: SamplingParams
-    sample: int
-    completion: Completion
-
-
-@dataclass
-class TrialRow:
-    """A trial with the bookkeeping the store keeps beside it."""
-
-    trial: Trial
-    run_id: str = ""
-    cached: bool = False
-    labels: tuple[Label, ...] = ()
-    #: Cache key of each completion, in order: the trial row then refers to the cached
-    #: completions instead of repeating their text (about half the file).
-    turn_keys: tuple[str, ...] = ()
-
-
-@dataclass
-class _Batch:
-    """One writer submission; ``done`` resolves once its rows are committed."""
-
-    texts: list[tuple[str, str]] = field(default_factory=list)
-    completions: list[tuple[Any, ...]] = field(default_factory=list)
-    trials: list[tuple[Any, ...]] = field(default_factory=list)
-    labels: list[tuple[Any, ...]] = field(default_factory=list)
-    other: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    #: Set by :meth:`Store._submit` for callers that wait from a thread (None: fire and forget).
-    done: Future[None] | None = None
-    #: An asyncio future to settle on its own loop (one wake-up per commit for all of them).
-    waiter: asyncio.Future[None] | None = None
-
-
-def _label_row(label: Label) -> tuple[Any, ...]:
-    def tri(v: bool | None) -> int | None:
-        return None if v is None else int(v)
-
-    return (
-        label.trial_key,
-        label.classifier,
-        label.config_hash,
-        label.value,
-        tri(label.complied),
-        tri(label.af_reasoning),
-        label.model_dump_json(),
-    )
-
-
-def _trial_row(row: TrialRow) -> tuple[Any, ...]:
-    t = row.trial
-    latency = sum(c.latency_s for c in t.completions)
-    by_ref = bool(row.turn_keys) and len(row.turn_keys) == len(t.completions)
-    return (
-        t.key,
-        row.run_id,
-        t.model,
-        t.condition_id,
-        t.request_id,
-        t.sample,
-        t.status,
-        t.error,
-        t.input_tokens,
-        t.output_tokens,
-        latency,
-        t.cost_usd,
-        int(row.cached),
-        t.cache_key,
-        json.dumps(row.turn_keys if by_ref else []),
-        (t.model_copy(update={"completions": ()}) if by_ref else t).model_dump_json(),
-    )
-
-
-class Store:
+class Store(BatchBookkeeping):
     """A sweep store in one SQLite file (WAL); see the module docstring for the tables.
 
     Open with :meth:`open`. Reads happen on the calling thread through a read connection;
@@ -326,7 +109,7 @@ class Store:
             raise StoreError(f"cannot open store {str(self.path)!r}: {exc}") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
-            conn.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"), self._busy_timeout_ms)
             # WAL + NORMAL survives a killed process (only an OS crash can lose the last commits).
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
@@ -336,17 +119,7 @@ class Store:
 
     def _init_schema(self) -> None:
         try:
-            with self._read:
-                self._read.executescript(_SCHEMA)
-                self._read.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)",
-                    (str(SCHEMA_VERSION),),
-                )
-                self._read.executescript(_BATCH_SCHEMA)  # H8: additive batch tables
-                self._read.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('batch_schema_version', ?)",
-                    (str(BATCH_SCHEMA_VERSION),),
-                )
+            _retry_locked(self._create_tables, self._busy_timeout_ms)
             row = self._read.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
@@ -356,6 +129,30 @@ class Store:
                 f"store {str(self.path)!r} has schema_version {found!r}; this afperturb reads "
                 f"schema_version {SCHEMA_VERSION!r} only (upgrade afperturb or use a new store)"
             )
+
+    def _create_tables(self) -> None:
+        """Create the tables in one write transaction.
+
+        ``BEGIN IMMEDIATE`` takes the write lock up front (waiting on busy_timeout), so two
+        processes opening a new store at once queue instead of one failing mid-script.
+        """
+        conn = self._read
+        statements = [s for s in (_SCHEMA + _BATCH_SCHEMA).split(";") if s.strip()]
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('batch_schema_version', ?)",
+                (str(BATCH_SCHEMA_VERSION),),
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def __enter__(self) -> Store:
         return self
@@ -675,89 +472,6 @@ class Store:
             (model,) if model else (),
         )
 
-    # -- batch bookkeeping (issue 8, H8) --------------------------------------------------------
-
-    def put_batch(
-        self,
-        batch_id: str,
-        provider: str,
-        model_config_hash: str,
-        created: str,
-        info: Mapping[str, Any],
-        items: Sequence[tuple[str, str]],
-    ) -> None:
-        """Record a submitted batch and its ``(custom_id, cache_key)`` items; wait until durable.
-
-        Written right after the provider accepts the batch, so a new process polls it instead
-        of submitting the same requests again.
-        """
-        batch = _Batch()
-        batch.other.append(
-            (
-                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, 'submitted', ?, ?, ?)",
-                (batch_id, provider, model_config_hash, created, len(items), canonical_json(info)),
-            )
-        )
-        sql = "INSERT OR REPLACE INTO batch_items VALUES (?, ?, ?, 'pending', NULL, NULL)"
-        batch.other.extend((sql, (batch_id, cid, key)) for cid, key in items)
-        self._submit(batch).result()
-
-    def finish_batch(
-        self, batch_id: str, state: str, failures: Iterable[tuple[str, str, bool]] = ()
-    ) -> None:
-        """Mark a batch collected (``state``) with its failed ``(custom_id, error, retryable)``.
-
-        Items not named as failures are marked ``ok``. Call only once the batch's successful
-        completions are durable in the cache, so a crash in between re-collects, never loses.
-        """
-        batch = _Batch()
-        batch.other.append(
-            (
-                "UPDATE batch_items SET status='ok' WHERE batch_id=? AND status='pending'",
-                (batch_id,),
-            )
-        )
-        for cid, error, retryable in failures:
-            batch.other.append(
-                (
-                    "UPDATE batch_items SET status='failed', error=?, retryable=? "
-                    "WHERE batch_id=? AND custom_id=?",
-                    (error, int(retryable), batch_id, cid),
-                )
-            )
-        batch.other.append(("UPDATE batches SET state=? WHERE batch_id=?", (state, batch_id)))
-        self._submit(batch).result()
-
-    def open_batches(self, model_config_hash: str) -> list[tuple[str, str, dict[str, Any]]]:
-        """Submitted, not yet collected batches of one model config: (id, provider, info)."""
-        rows = self._query(
-            "SELECT batch_id, provider, info FROM batches WHERE model_hash=? AND "
-            "state='submitted' ORDER BY created, rowid",
-            (model_config_hash,),
-        )
-        return [(bid, prov, json.loads(info)) for bid, prov, info in rows]
-
-    def batch_items(self, batch_id: str) -> list[tuple[str, str]]:
-        """``(custom_id, cache_key)`` of every item of one batch."""
-        rows = self._query(
-            "SELECT custom_id, cache_key FROM batch_items WHERE batch_id=?", (batch_id,)
-        )
-        return [(cid, key) for cid, key in rows]
-
-    def batch_failures(self, model_config_hash: str) -> dict[str, tuple[int, str, bool]]:
-        """Per cache key of one model config: (failed attempts, last error, last retryable)."""
-        rows = self._query(
-            "SELECT i.cache_key, i.error, i.retryable FROM batch_items i JOIN batches b "
-            "ON b.batch_id = i.batch_id WHERE b.model_hash=? AND i.status='failed' "
-            "ORDER BY b.created, b.rowid",
-            (model_config_hash,),
-        )
-        out: dict[str, tuple[int, str, bool]] = {}
-        for key, error, retryable in rows:
-            count = out[key][0] if key in out else 0
-            out[key] = (count + 1, str(error), bool(retryable))
-        return out
-
     # -- merging (issue 8, H8) ------------------------------------------------------------------
 
     def absorb(self, other: str | Path) -> None:
@@ -816,21 +530,28 @@ def _settle(waiters: list[asyncio.Future[None]], error: BaseException | None) ->
             w.set_exception(error)
 
 
+def _retry_locked(action: Callable[[], object], timeout_ms: int) -> None:
+    """Run ``action``, retrying while SQLite says the database is locked.
+
+    Switching a new file to WAL, or a write that finds the WAL changed under its read
+    snapshot, can fail with "database is locked" at once, without waiting on busy_timeout;
+    two processes opening one new store hit this. Retries for up to ``timeout_ms``.
+    """
+    deadline = time.monotonic() + timeout_ms / 1000
+    delay = 0.005
+    while True:
+        try:
+            action()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
+
+
 def _where(**filters: Any) -> tuple[str, list[Any]]:
     parts = [(f"{k}=?", v) for k, v in filters.items() if v is not None]
     if not parts:
         return "", []
     return " WHERE " + " AND ".join(p for p, _ in parts), [v for _, v in parts]
-
-
-__all__ = [
-    "BATCH_SCHEMA_VERSION",
-    "SCHEMA_VERSION",
-    "CachedCompletion",
-    "Store",
-    "TrialRow",
-    "cache_key",
-    "canonical_json",
-    "model_hash",
-    "scrub",
-]
