@@ -262,6 +262,9 @@ def prune_cache(path: Path, *, dry_run: bool = False) -> dict[str, int]:
                 conn.executemany("DELETE FROM texts WHERE hash=?", [(h,) for h in texts])
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             conn.execute("VACUUM")
+            # In WAL mode VACUUM writes the rebuilt file into the WAL: fold it back so the
+            # bytes reported (and left on disk) are the pruned size.
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     return {
