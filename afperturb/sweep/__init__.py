@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from afperturb.classify.base import Classifier
+from afperturb.errors import DesignError
 from afperturb.models.base import Model
 from afperturb.records import Request, SamplingParams
 from afperturb.results import SweepResult
@@ -50,8 +51,6 @@ def _shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
     """Check ``shard=(i, k)`` early with a DesignError naming the valid range (issue 8)."""
     if shard is None:
         return None
-    from afperturb.errors import DesignError
-
     try:
         i, k = (int(x) for x in shard)
     except (TypeError, ValueError) as exc:
@@ -64,8 +63,6 @@ def _shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
 def _check_processes(processes: int) -> int:
     """Check ``processes`` early with a DesignError naming the bad value (issue 4)."""
     if not isinstance(processes, int) or processes < 1:
-        from afperturb.errors import DesignError
-
         raise DesignError(f"processes must be an integer >= 1; got {processes!r}")
     return processes
 
