@@ -587,3 +587,143 @@ def test_verify_maps_to_aiohttp_ssl() -> None:
     unverified = make_async_client(verify=False)._transport
     assert isinstance(unverified, AiohttpTransport)
     assert unverified._connector_kwargs["ssl"] is False
+
+
+# -- the backends' fast path: post_bytes without httpx objects ------------------------------------
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer k"}
+
+
+def _header_pairs(seen: dict[str, Any]) -> list[tuple[str, str]]:
+    return sorted((k, v) for k, v in seen["headers"].items())
+
+
+async def test_post_bytes_sends_what_httpx_sends(echo: Echo, client: httpx.AsyncClient) -> None:
+    from afperturb.models._transport import RawResponse
+
+    assert isinstance(client, _transport._LeanAsyncClient)
+    body = json.dumps({"messages": [{"role": "user", "content": "héllo"}]}).encode()
+    fast = await client.post_bytes(echo.url + "/v1/chat", body, _JSON_HEADERS)
+    assert isinstance(fast, RawResponse)
+    seen_fast = fast.json()
+    seen_fast["headers"] = dict(seen_fast["headers"])
+    # The same request through httpx's ordinary client over the same transport ...
+    async with httpx.AsyncClient(transport=AiohttpTransport(), timeout=5.0) as ordinary:
+        via_httpx = _seen(
+            await ordinary.post(echo.url + "/v1/chat", content=body, headers=_JSON_HEADERS)
+        )
+    assert _header_pairs(seen_fast) == _header_pairs(via_httpx)
+    # ... and through httpx's own stack (httpcore writes httpx's headers verbatim), which also
+    # sends the HTTP/1.1 default "Connection: keep-alive" that aiohttp leaves implicit.
+    async with httpx.AsyncClient(timeout=5.0) as plain:
+        slow = _seen(await plain.post(echo.url + "/v1/chat", content=body, headers=_JSON_HEADERS))
+    assert slow["headers"].pop("connection") == "keep-alive"
+    assert _header_pairs(seen_fast) == _header_pairs(slow)
+    assert seen_fast["body"] == via_httpx["body"] == slow["body"] == body.decode("latin-1")
+    assert seen_fast["method"] == "POST" and seen_fast["target"] == "/v1/chat"
+    assert fast.status_code == 200 and fast.reason_phrase == "Custom Reason"
+    assert fast.headers["Content-Type"] == "application/json"  # case-insensitive
+    assert fast.encoding == "utf-8" and fast.text == fast.content.decode()
+
+
+async def test_post_bytes_headers_override_the_clients(echo: Echo) -> None:
+    async with make_async_client(headers={"User-Agent": "mine", "X-Team": "a"}) as c:
+        reply = await c.post_bytes(  # type: ignore[attr-defined]
+            echo.url + "/h", b"{}", {**_JSON_HEADERS, "x-team": "b"}
+        )
+    seen = dict(reply.json()["headers"])
+    assert seen["user-agent"] == "mine" and seen["x-team"] == "b"
+    assert reply.json()["headers"].count(["x-team", "b"]) == 1
+
+
+async def test_post_bytes_returns_error_statuses_and_decodes_gzip(
+    echo: Echo, client: httpx.AsyncClient
+) -> None:
+    lean = client
+    assert isinstance(lean, _transport._LeanAsyncClient)
+    limited = await lean.post_bytes(echo.url + "/status/429", b"{}", _JSON_HEADERS)
+    assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
+    zipped = await lean.post_bytes(echo.url + "/gzip", b"{}", _JSON_HEADERS)
+    assert isinstance(zipped, httpx.Response)  # httpx decodes compressed replies
+    assert zipped.json()["target"] == "/gzip"
+
+
+async def test_post_bytes_maps_failures_like_the_transport(echo: Echo) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with make_async_client(concurrency=1, timeout=httpx.Timeout(0.2, pool=0.1)) as c:
+        assert isinstance(c, _transport._LeanAsyncClient)
+        with pytest.raises(httpx.ReadTimeout):
+            await c.post_bytes(echo.url + "/hang", b"{}", _JSON_HEADERS)
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.post_bytes(echo.url + "/garbage", b"{}", _JSON_HEADERS)
+        with pytest.raises(httpx.ConnectError):
+            await c.post_bytes(f"http://127.0.0.1:{port}/", b"{}", _JSON_HEADERS)
+        hanging = asyncio.ensure_future(c.post_bytes(echo.url + "/hang", b"{}", _JSON_HEADERS))
+        await asyncio.sleep(0.02)
+        with pytest.raises(httpx.PoolTimeout):
+            await c.post_bytes(echo.url + "/x", b"{}", _JSON_HEADERS)
+        with pytest.raises(httpx.ReadTimeout):
+            await hanging
+        assert (await c.post_bytes(echo.url + "/ok", b"{}", _JSON_HEADERS)).status_code == 200
+
+
+async def test_post_bytes_takes_httpx_path_when_httpx_features_are_configured(
+    echo: Echo, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with make_async_client(auth=("user", "pw")) as c:
+        reply = await c.post_bytes(echo.url + "/auth", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
+    assert isinstance(reply, httpx.Response)
+    assert _seen(reply)["headers"]["authorization"].startswith("Basic ")
+    async with make_async_client(transport="httpx") as c:
+        reply = await c.post_bytes(echo.url + "/h", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
+    assert isinstance(reply, httpx.Response)
+    async with make_async_client() as c:
+        with caplog.at_level(logging.INFO, logger="httpx"):
+            await c.post_bytes(echo.url + "/logged", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
+    assert any("/logged" in r.getMessage() and "200" in r.getMessage() for r in caplog.records)
+
+
+def test_raw_response_charset_and_bad_charset() -> None:
+    from multidict import CIMultiDict, CIMultiDictProxy
+
+    from afperturb.models._transport import RawResponse
+
+    def reply(content_type: str, body: bytes) -> RawResponse:
+        headers = CIMultiDictProxy(CIMultiDict({"Content-Type": content_type}))
+        return RawResponse(200, headers, (), body, "OK")
+
+    assert reply("text/plain; charset=latin-1", "é".encode("latin-1")).text == "é"
+    assert reply('text/plain; charset="utf-8"', "é".encode()).text == "é"
+    assert reply("text/plain; charset=nonsense", "é".encode()).text == "é"
+    assert reply("application/json", b'{"a": [1]}').json() == {"a": [1]}
+    with pytest.raises(ValueError):
+        reply("application/json", b"{not json").json()
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"model": "m", "messages": [{"role": "system", "content": "é " * 600 + '"\\\n\t\u2028'}]},
+        {"a": 1, "b": 2.5, "c": None, "d": True, "e": False, "f": [], "g": {}, "h": [1, [2, {}]]},
+        {"nested": {"x": ("t", "u")}, "long": "x" * 600, "ctrl": "\x00\x1f", "emoji": "🙂" * 300},
+        {1: "non-string key", "k": "v"},
+        ["top", "level", "list", 1e300, -0.0],
+        "a plain string",
+        3,
+    ],
+)
+def test_encode_json_is_httpx_json_bytes(value: Any) -> None:
+    from afperturb.models._http import encode_json
+
+    expected = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    assert encode_json(value) == expected.encode("utf-8")
+    assert encode_json(value) == expected.encode("utf-8")  # memoised long strings too
+
+
+def test_encode_json_refuses_nan_like_httpx() -> None:
+    from afperturb.models._http import encode_json
+
+    with pytest.raises(ValueError):
+        encode_json({"t": float("nan")})
