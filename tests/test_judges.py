@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -177,6 +178,29 @@ async def test_af_judge_clear_negative_needs_seventeen_no_votes() -> None:
         .alabel(_trial(NOT_AF_SCRATCHPAD, "<rejected/>"))
     )
     assert binary.details["votes"] == 13
+
+
+async def test_identical_transcripts_judged_at_once_are_asked_once(tmp_path: Path) -> None:
+    import asyncio
+
+    from afperturb.store import Store
+
+    class SlowJudge(FakeJudgeModel):  # answers after a while, as a real backend does
+        async def generate(self, *args: Any, **kwargs: Any) -> Completion:
+            await asyncio.sleep(0.01)
+            return await super().generate(*args, **kwargs)
+
+    # Three trials whose judge prompt is the same (other request ids, same transcript).
+    twins = [_trial(AF_SCRATCHPAD, ACCEPT, request_id=f"r{i}") for i in range(3)]
+    for store in (None, Store.open(tmp_path / "s.sqlite")):
+        model = SlowJudge(p_af=1.0)
+        jc = load_judge("af_reasoning").using(model, store=store)
+        labels = await asyncio.gather(*(jc.alabel(t, COND) for t in twins))
+        assert [lab.value for lab in labels] == ["af"] * 3
+        assert len(model.calls) == 1, store
+        assert jc.counters.cached == 2
+        if store is not None:
+            store.close()
 
 
 async def test_nothing_to_read_sends_nothing() -> None:

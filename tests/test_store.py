@@ -38,6 +38,36 @@ def test_cache_key_depends_only_on_what_changes_output() -> None:
     assert base not in others and len(others) == 5
 
 
+async def test_trial_with_pending_completion_round_trips_and_columns_are_canonical(
+    tmp_path: Path,
+) -> None:
+    from afperturb.store import PendingCompletion, canonical_json
+    from afperturb.store._keys import _text_sha
+
+    comps = (Completion(text="part one"), Completion(text="and two </OUTPUT>"))
+    msgs = [*MSGS, Message(role="assistant", content="part one")]
+    keys = (cache_key("mh", MSGS, SamplingParams(), 0), cache_key("mh", msgs, SamplingParams(), 0))
+    trial = Trial(
+        model="m",
+        condition_id="c",
+        request_id="r",
+        status="completed",
+        completions=comps,
+        cache_key=keys[0],
+    )
+    with Store.open(tmp_path / "s.sqlite") as store:
+        store.put_completion(keys[0], "mh", MSGS, SamplingParams(), 0, comps[0], wait=False)
+        last = PendingCompletion(keys[1], "mh", msgs, SamplingParams(), 0, comps[1])
+        await store.put_trial_async(TrialRow(trial, turn_keys=keys), [last])
+        assert list(store.trials()) == [trial]
+        assert store.get_completion(keys[1]) == comps[1]
+        rows = store._query("SELECT messages, params FROM completions ORDER BY rowid")
+        turns = store._query("SELECT turns FROM trials")[0][0]
+    expected = canonical_json([[m.role, _text_sha(m.content)] for m in msgs])
+    assert rows[1] == (expected, SamplingParams().model_dump_json())
+    assert json.loads(turns) == list(keys)
+
+
 def test_scrub_drops_secret_keys_recursively() -> None:
     cfg = {"model": "m", "api_key": "s", "nested": {"Authorization": "b", "keep": 1}}
     assert scrub(cfg) == {"model": "m", "nested": {"keep": 1}}

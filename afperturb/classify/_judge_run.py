@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import random
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -77,6 +78,8 @@ class JudgeClassifier:
         self._model_config = model.config()
         self.config_hash = judge.config_hash(self._model_config)
         self._model_hash: str | None = None
+        #: Answers asked for and not yet readable from the store, by cache key.
+        self._inflight: dict[str, asyncio.Future[list[str] | None]] = {}
 
     @property
     def name(self) -> str:
@@ -119,12 +122,10 @@ class JudgeClassifier:
             self._model_hash = model_hash(self._model_config)
         return cache_key(self._model_hash, messages, params, offset)
 
-    def _cache_get(
-        self, messages: Sequence[Message], params: SamplingParams, offset: int
-    ) -> list[str] | None:
+    def _cache_get(self, key: str) -> list[str] | None:
         if self.store is None:
             return None
-        hit = self.store.get_completion(self._key(messages, params, offset))
+        hit = self.store.get_completion(key)
         if hit is None:
             return None
         self.counters.cached += 1
@@ -133,20 +134,51 @@ class JudgeClassifier:
     def _cache_put(
         self, messages: Sequence[Message], params: SamplingParams, offset: int, completion: Any
     ) -> None:
-        if self.store is None:
-            return
         key = self._key(messages, params, offset)
-        self.store.put_completion(key, self._model_hash, messages, params, offset, completion)
+        if self.store is None:
+            self._inflight.pop(key, None)
+            return
+        durable = self.store.put_completion(
+            key, self._model_hash, messages, params, offset, completion
+        )
+        # Twins keep reading the answer from memory until the cache can serve it.
+        loop = asyncio.get_running_loop()
+
+        def forget(_: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._inflight.pop, key, None)
+
+        durable.add_done_callback(forget)
 
     async def _ask_once(self, messages: Sequence[Message], n: int, offset: int) -> list[str]:
-        """One request of ``n`` votes at vote offset ``offset``, via the cache."""
+        """One request of ``n`` votes at vote offset ``offset``, via the cache.
+
+        Identical requests (two trials with the same transcript) are asked once: a twin that
+        arrives while the first is in flight, or before its answer is in the store, waits
+        for that answer instead of paying for it again.
+        """
         params = self.judge.params(n, temperature=self._temperature)
-        cached = self._cache_get(messages, params, offset)
+        key = self._key(messages, params, offset)
+        cached = self._cache_get(key)
         if cached is not None:
             return cached
+        twin = self._inflight.get(key)
+        if twin is not None:
+            shared = await asyncio.shield(twin)  # our cancellation is not the first's
+            if shared is not None:
+                self.counters.cached += 1
+                return list(shared)
+            # The first asker failed: ask ourselves (and meet its error or our own answer).
+        answer: asyncio.Future[list[str] | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = answer
         try:
-            return await self._generate(messages, params, offset)
-        except BackendError as exc:
+            texts = await self._generate(messages, params, offset)
+        except BaseException as exc:
+            self._inflight.pop(key, None)
+            if not answer.done():
+                answer.set_result(None)
+            if not isinstance(exc, BackendError):
+                raise
             text = str(exc).lower()
             if exc.status_code == 400 and self._temperature and "temperature" in text:
                 self._temperature = False  # a reasoning model: never send it again
@@ -155,6 +187,9 @@ class JudgeClassifier:
                 self._use_n = False  # the backend rejects n: one vote per request from now on
                 return await self._ask(messages, n, offset)
             raise
+        if not answer.done():
+            answer.set_result(texts)
+        return texts
 
     async def _ask(self, messages: Sequence[Message], k: int, offset: int) -> list[str]:
         """``k`` votes starting at ``offset``: n per request where allowed, else one by one."""

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import email.utils
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -93,6 +94,7 @@ def parse_retry_after(
 
 #: httpx's JSON settings for ``json=`` bodies (0.28): compact, UTF-8, no NaN.
 _JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_escape: Callable[[str], str] = json.encoder.encode_basestring  # C when available
 #: JSON of long strings seen lately: a condition's ~3 kB system prompt repeats in every request.
 _LONG_STRINGS: dict[str, str] = {}
 _LONG_MIN_CHARS = 512
@@ -112,22 +114,29 @@ def encode_json(value: Any) -> bytes:
 
 
 def _encode(value: Any) -> str:
-    if isinstance(value, str):
+    # Exact types first (json's own C escaper for strings, int/float reprs as json writes
+    # them); subclasses, non-string keys and anything unusual go to the JSONEncoder.
+    kind = type(value)
+    if kind is str:
         if len(value) < _LONG_MIN_CHARS:
-            return _JSON.encode(value)
+            return _escape(value)
         found = _LONG_STRINGS.get(value)
         if found is None:
             if len(_LONG_STRINGS) >= _LONG_MAX_ENTRIES:
                 _LONG_STRINGS.clear()
-            found = _LONG_STRINGS[value] = _JSON.encode(value)
+            found = _LONG_STRINGS[value] = _escape(value)
         return found
-    if isinstance(value, dict):
-        if not all(isinstance(k, str) for k in value):
-            return _JSON.encode(value)
-        items = ",".join(_JSON.encode(k) + ":" + _encode(v) for k, v in value.items())
-        return "{" + items + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_encode(v) for v in value) + "]"
+    if kind is dict:
+        if all(type(k) is str for k in value):
+            return "{" + ",".join([_escape(k) + ":" + _encode(v) for k, v in value.items()]) + "}"
+    elif kind is list or kind is tuple:
+        return "[" + ",".join([_encode(v) for v in value]) + "]"
+    elif kind is int:
+        return int.__repr__(value)
+    elif kind is float and math.isfinite(value):
+        return float.__repr__(value)
+    elif value is None:
+        return "null"
     return _JSON.encode(value)
 
 

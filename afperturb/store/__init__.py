@@ -21,7 +21,7 @@ upserts let two processes share a store.
 
 from afperturb.store._batches import BatchBookkeeping
 from afperturb.store._keys import cache_key, canonical_json, model_hash, scrub
-from afperturb.store._rows import CachedCompletion, TrialRow
+from afperturb.store._rows import CachedCompletion, PendingCompletion, TrialRow
 from afperturb.store._store import BATCH_SCHEMA_VERSION, SCHEMA_VERSION, Store
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "BatchBookkeeping",
     "CachedCompletion",
+    "PendingCompletion",
     "Store",
     "TrialRow",
     "cache_key",

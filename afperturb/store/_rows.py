@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -21,6 +23,17 @@ class CachedCompletion(NamedTuple):
     """One stored generation: what was asked, and the answer (for the replay backend)."""
 
     messages: tuple[Message, ...]
+    params: SamplingParams
+    sample: int
+    completion: Completion
+
+
+class PendingCompletion(NamedTuple):
+    """A generation to cache: its key, model config hash, prompt, params, sample, answer."""
+
+    key: str
+    model_hash: str
+    messages: Sequence[Message]
     params: SamplingParams
     sample: int
     completion: Completion
@@ -69,10 +82,27 @@ def _label_row(label: Label) -> tuple[Any, ...]:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _params_row(params: SamplingParams) -> str:
+    """The params column (a sweep uses one or two params objects: encode each once)."""
+    return params.model_dump_json()
+
+
+_NO_COMPLETIONS = {"completions"}
+
+
+def _key_list(keys: Sequence[str]) -> str:
+    """Compact JSON of ``keys``; cache keys are hex digests, which need no escaping."""
+    if all(k.isalnum() and k.isascii() for k in keys):
+        return '["' + '","'.join(keys) + '"]'
+    return json.dumps(list(keys), separators=(",", ":"))
+
+
 def _trial_row(row: TrialRow) -> tuple[Any, ...]:
     t = row.trial
     latency = sum(c.latency_s for c in t.completions)
     by_ref = bool(row.turn_keys) and len(row.turn_keys) == len(t.completions)
+    turns = _key_list(row.turn_keys) if by_ref else "[]"
     return (
         t.key,
         row.run_id,
@@ -88,6 +118,7 @@ def _trial_row(row: TrialRow) -> tuple[Any, ...]:
         t.cost_usd,
         int(row.cached),
         t.cache_key,
-        json.dumps(row.turn_keys if by_ref else []),
-        (t.model_copy(update={"completions": ()}) if by_ref else t).model_dump_json(),
+        turns,
+        # By reference, the completions live in their own rows (the reader puts them back).
+        t.model_dump_json(exclude=_NO_COMPLETIONS) if by_ref else t.model_dump_json(),
     )

@@ -26,7 +26,15 @@ from afperturb.records import (
 )
 from afperturb.store._batches import BatchBookkeeping
 from afperturb.store._keys import _text_sha, canonical_json
-from afperturb.store._rows import CachedCompletion, TrialRow, _Batch, _label_row, _trial_row
+from afperturb.store._rows import (
+    CachedCompletion,
+    PendingCompletion,
+    TrialRow,
+    _Batch,
+    _label_row,
+    _params_row,
+    _trial_row,
+)
 
 SCHEMA_VERSION = 1
 
@@ -274,8 +282,23 @@ class Store(BatchBookkeeping):
                 batch.texts.append((h, m.content))
                 if len(self._known_texts) < 200_000:
                     self._known_texts.add(h)
-            refs.append([m.role, h])
-        return canonical_json(refs)
+            refs.append(f'["{m.role}","{h}"]')
+        # canonical_json of [[role, hash], ...]: roles and hex hashes need no escaping.
+        return "[" + ",".join(refs) + "]"
+
+    def _add_completion(self, batch: _Batch, pending: PendingCompletion) -> None:
+        key, model_config_hash, messages, params, sample, completion = pending
+        refs = self._message_refs(batch, messages)
+        batch.completions.append(
+            (
+                key,
+                model_config_hash,
+                refs,
+                _params_row(params),
+                sample,
+                completion.model_dump_json(),
+            )
+        )
 
     def put_completion(
         self,
@@ -294,17 +317,8 @@ class Store(BatchBookkeeping):
         relies on the trial row written after it, which the single writer commits later.
         """
         batch = _Batch()
-        refs = self._message_refs(batch, messages)
-        batch.completions.append(
-            (
-                key,
-                model_config_hash,
-                refs,
-                params.model_dump_json(),
-                sample,
-                completion.model_dump_json(),
-            )
-        )
+        pending = PendingCompletion(key, model_config_hash, messages, params, sample, completion)
+        self._add_completion(batch, pending)
         return self._submit(batch, wait)
 
     def put_trial(self, row: TrialRow) -> Future[None]:
@@ -314,11 +328,20 @@ class Store(BatchBookkeeping):
         batch.labels.extend(_label_row(lab) for lab in row.labels)
         return self._submit(batch)
 
-    async def put_trial_async(self, row: TrialRow) -> None:
-        """Queue a finished trial with its labels and wait (on this loop) until durable."""
+    async def put_trial_async(
+        self, row: TrialRow, completions: Sequence[PendingCompletion] = ()
+    ) -> None:
+        """Queue a finished trial with its labels and wait (on this loop) until durable.
+
+        ``completions`` are generations to cache in the same commit (the sweep passes a
+        trial's last turn here instead of a separate :meth:`put_completion`: one submission
+        per trial).
+        """
         batch = _Batch()
+        for pending in completions:
+            self._add_completion(batch, pending)
         batch.trials.append(_trial_row(row))
-        batch.labels.extend(_label_row(lab) for lab in row.labels)
+        batch.labels.extend([_label_row(lab) for lab in row.labels])
         batch.waiter = asyncio.get_running_loop().create_future()
         self._submit(batch, wait=False)
         await batch.waiter

@@ -34,7 +34,15 @@ from afperturb.records import (
     Usage,
 )
 from afperturb.results import SweepResult
-from afperturb.store import Store, TrialRow, cache_key, canonical_json, model_hash, scrub
+from afperturb.store import (
+    PendingCompletion,
+    Store,
+    TrialRow,
+    cache_key,
+    canonical_json,
+    model_hash,
+    scrub,
+)
 from afperturb.sweep._config import SweepConfig
 from afperturb.sweep._progress import Progress
 from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
@@ -226,26 +234,37 @@ class _Engine:
 
     # -- one trial -----------------------------------------------------------------------------
 
-    async def run_trial(self, condition: Condition, request: Request, sample: int) -> TrialRow:
-        """Render, generate (continuing with ``<NEXT/>``), label; never raises for backends."""
+    async def run_trial(
+        self, condition: Condition, request: Request, sample: int
+    ) -> tuple[TrialRow, list[PendingCompletion]]:
+        """Render, generate (continuing with ``<NEXT/>``), label; never raises for backends.
+
+        Returns the row and the last generation still to cache: it goes to the store in the
+        trial's own commit. Earlier turns are queued as soon as the next turn is sent, so a
+        crash mid-continuation does not pay for them again.
+        """
         cfg = self.cfg
+        store = self.store
         messages = list(self.p.render(condition, request))
         completions: list[Completion] = []
         keys: list[str] = []
+        pending: list[PendingCompletion] = []
         cached = True
         error: str | None = None
         for turn in range(cfg.max_turns):
             key = cache_key(self.model_hash, messages, cfg.params, sample, cfg.seed)
-            comp = self.store.get_completion(key) if self.lookup and self.store else None
+            comp = store.get_completion(key) if self.lookup and store is not None else None
             if comp is None:
                 cached = False
+                if pending and store is not None:
+                    store.put_completion(*pending.pop(), wait=False)
                 ctx = GenerationContext(condition, request, sample, cfg.seed, turn)
                 comp, error = await self.generate(messages, ctx)
                 if comp is None:
                     break
-                if self.store is not None:
-                    self.store.put_completion(
-                        key, self.model_hash, messages, cfg.params, sample, comp, wait=False
+                if store is not None:
+                    pending.append(
+                        PendingCompletion(key, self.model_hash, messages, cfg.params, sample, comp)
                     )
                 self.state.spent_usd += self.pricer(comp.usage) or 0.0
             self.state.tokens += comp.usage.input_tokens + comp.usage.output_tokens
@@ -271,13 +290,11 @@ class _Engine:
             cost_usd=sum(self.pricer(c.usage) or 0.0 for c in completions),
         )
         labels = (
-            tuple(c.label(trial, condition) for c in self.classifiers)
-            if trial.status == "completed"
-            else ()
+            tuple([c.label(trial, condition) for c in self.classifiers]) if error is None else ()
         )
         # Without a store the completions are not kept anywhere else: no references then.
-        refs = tuple(keys) if self.store is not None else ()
-        return TrialRow(trial, self.run_id, cached, labels, refs)
+        refs = tuple(keys) if store is not None else ()
+        return TrialRow(trial, self.run_id, cached, labels, refs), pending
 
     # -- the pool ------------------------------------------------------------------------------
 
@@ -287,9 +304,9 @@ class _Engine:
         """Pull work until it runs out or the sweep stops; keep the slot until the row is saved."""
         state = self.state
         for condition, request, sample in work:
-            row = await self.run_trial(condition, request, sample)
+            row, pending = await self.run_trial(condition, request, sample)
             if self.store is not None:
-                await self.store.put_trial_async(row)
+                await self.store.put_trial_async(row, pending)
             else:
                 state.rows.append(row)
             state.done += 1
