@@ -44,6 +44,7 @@ from afperturb.store import (
     scrub,
 )
 from afperturb.sweep._config import SweepConfig
+from afperturb.sweep._deadlines import Deadlines
 from afperturb.sweep._progress import Progress
 from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
 
@@ -170,6 +171,7 @@ class _Engine:
         self.model_hash = model_hash(model.config())
         rpm, tpm = cfg.rate_limit if cfg.rate_limit is not None else (None, None)
         self.limiter = AdaptiveLimiter(cfg.concurrency, rpm, tpm, clock=clock, sleep=sleep)
+        self.deadlines = Deadlines(cfg.timeout)
         self.rng = random.Random(cfg.seed)
         self.continuation = _continuation(perturbation)
         # A store that has never seen this model config cannot hit: skip the per-turn lookups.
@@ -214,23 +216,36 @@ class _Engine:
         """One HTTP attempt holding a limiter slot: the completion, or the error it raised."""
         await self.limiter.acquire(est)
         self.state.sent += 1
+        task = asyncio.current_task()
+        assert task is not None  # the engine's attempts always run in a task
+        deadlines = self.deadlines
+        deadlines.enter(task)
         try:
-            async with asyncio.timeout(self.cfg.timeout):
-                completion = await self.model.generate(messages, params, ctx)
-        except TimeoutError:
-            return BackendTimeout(
-                f"no answer within {self.cfg.timeout:g} s",
-                condition_id=ctx.condition.id if ctx.condition else None,
-                request_id=ctx.request.id if ctx.request else None,
-            )
+            completion = await self.model.generate(messages, params, ctx)
+        except asyncio.CancelledError:
+            if not deadlines.timed_out(task):
+                raise
+            return self._timeout_error(ctx)
+        except TimeoutError:  # a backend's own bare timeout: the same retryable failure
+            deadlines.leave(task)
+            return self._timeout_error(ctx)
         except Exception as exc:  # backend errors, and backend bugs: fail the trial, not lose it
+            deadlines.leave(task)
             return exc
         finally:
             self.limiter.release()
+        deadlines.leave(task)
         self.limiter.on_success()
         used = completion.usage.input_tokens + completion.usage.output_tokens
         self.limiter.settle_tokens(est, used)
         return completion
+
+    def _timeout_error(self, ctx: GenerationContext) -> BackendTimeout:
+        return BackendTimeout(
+            f"no answer within {self.cfg.timeout:g} s",
+            condition_id=ctx.condition.id if ctx.condition else None,
+            request_id=ctx.request.id if ctx.request else None,
+        )
 
     # -- one trial -----------------------------------------------------------------------------
 
@@ -329,6 +344,7 @@ class _Engine:
         except BaseExceptionGroup as eg:
             raise eg.exceptions[0] from None
         finally:
+            self.deadlines.close()
             progress.close(
                 self.state.done, self.state.failed, self.state.tokens, self.state.spent_usd
             )
