@@ -66,7 +66,7 @@ DOC_EXPECTED: dict[str, tuple[str, ...]] = {
     "extending.md": (
         "4 [] []",
         "{'rejected': 4}",
-        "<JudgeRun evasive: 4 labelled, 0 skipped, 0 errors, 4 requests (0 cached)>",
+        "<JudgeRun evasive: 4 labelled, 0 skipped, 0 errors, 2 requests (2 cached)>",
         "<JudgeRun evasive: 0 labelled, 4 skipped, 0 errors, 0 requests (0 cached)>",
         "paired 196 0.189 True",
     ),
