@@ -6,6 +6,8 @@ and in ``benchmarks/README.md``):
 
 - ``render``         ``Perturbation.render`` of one (condition, request) of the paper preset
 - ``cache_key``      :func:`afperturb.store.cache_key` of one rendered prompt (~3.2 kB)
+- ``json.dumps``     an OpenAI chat body of that prompt, as httpx's ``json=`` encodes it
+- ``encode_json``    the same bytes through the backends' encoder (long strings memoised)
 - ``tags``           ``TagClassifier().label`` of one simulated reply
 - ``heuristic_af``   ``HeuristicAFClassifier().label`` of the same reply (after ``tags``, as in
                      a sweep, so the shared tag parse is reused)
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import tempfile
@@ -39,6 +42,7 @@ from afperturb import datasets, models  # noqa: E402
 from afperturb.classify.heuristics import HeuristicAFClassifier, af_criteria  # noqa: E402
 from afperturb.classify.tags import TagClassifier, parse_tags  # noqa: E402
 from afperturb.design import Perturbation  # noqa: E402
+from afperturb.models._http import encode_json  # noqa: E402
 from afperturb.models.base import GenerationContext  # noqa: E402
 from afperturb.records import (  # noqa: E402
     Completion,
@@ -135,6 +139,8 @@ def micro(n: int) -> dict[str, float]:
     ]
     sim = models.get("sim/opus-like")
     loop = asyncio.new_event_loop()
+    chat = models.get("openai/bench", base_url="http://127.0.0.1:9", api_key="x")
+    bodies = [chat.body(m, params) for m in prompts]  # type: ignore[attr-defined]
 
     def both(i: int) -> None:
         t, c = trials[i % k], items[i % k][0]
@@ -150,6 +156,13 @@ def micro(n: int) -> dict[str, float]:
     out = {
         "render": per_call(lambda i: p.render(items[i % k][0], items[i % k][1]), n),
         "cache_key": per_call(lambda i: cache_key("m" * 64, prompts[i % k], params, 0, 0), n),
+        "json.dumps": per_call(
+            lambda i: json.dumps(
+                bodies[i % k], ensure_ascii=False, separators=(",", ":"), allow_nan=False
+            ).encode(),
+            n,
+        ),
+        "encode_json": per_call(lambda i: encode_json(bodies[i % k]), n),
         "tags": per_call(lambda i: tags.label(trials[i % k], items[i % k][0]), n),
         "tags+heuristic_af": per_call(both, n),
         "af_criteria": per_call(lambda i: af_criteria(scratch[i % k]), n),

@@ -92,7 +92,7 @@ class JudgeClassifier:
     # --- one request ---------------------------------------------------------------------------
 
     async def _generate(
-        self, messages: Sequence[Message], params: SamplingParams, offset: int
+        self, messages: Sequence[Message], params: SamplingParams, offset: int, key: str
     ) -> list[str]:
         for attempt in range(self.max_retries + 1):
             try:
@@ -111,7 +111,7 @@ class JudgeClassifier:
             self.counters.requests += 1
             self.counters.input_tokens += completion.usage.input_tokens
             self.counters.output_tokens += completion.usage.output_tokens
-            self._cache_put(messages, params, offset, completion)
+            self._cache_put(key, messages, params, offset, completion)
             return [completion.text, *completion.alternatives]
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -132,9 +132,13 @@ class JudgeClassifier:
         return [hit.text, *hit.alternatives]
 
     def _cache_put(
-        self, messages: Sequence[Message], params: SamplingParams, offset: int, completion: Any
+        self,
+        key: str,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        offset: int,
+        completion: Any,
     ) -> None:
-        key = self._key(messages, params, offset)
         if self.store is None:
             self._inflight.pop(key, None)
             return
@@ -172,7 +176,7 @@ class JudgeClassifier:
         answer: asyncio.Future[list[str] | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = answer
         try:
-            texts = await self._generate(messages, params, offset)
+            texts = await self._generate(messages, params, offset, key)
         except BaseException as exc:
             self._inflight.pop(key, None)
             if not answer.done():
