@@ -114,6 +114,30 @@ def test_texts_are_stored_once(tmp_path: Path) -> None:
     assert texts == 21  # one shared system prompt + 20 user turns
 
 
+def test_group_commit_of_many_rows_keeps_every_row_and_the_last_upsert(tmp_path: Path) -> None:
+    """One commit of 203 trials (several multi-row statements, chunks of 64 and powers of two)
+    and repeated keys inside it: every row lands, a replaced trial or label keeps the last."""
+    from afperturb.store import _store
+
+    assert _store._chunk_sizes(203, 64) == [64, 64, 64, 8, 2, 1]
+    assert _store._chunk_sizes(0, 64) == []
+    with Store.open(tmp_path / "s.sqlite") as store:
+        batch = _store._Batch()
+        for i in range(203):
+            trial = Trial(model="m", condition_id="c", request_id=f"r{i}", status="completed")
+            label = Label(trial_key=trial.key, classifier="tags", value="accepted", complied=True)
+            batch.trials.append(_store._trial_row(TrialRow(trial, run_id="a")))
+            batch.labels.append(_store._label_row(label))
+        last = Trial(model="m", condition_id="c", request_id="r0", status="failed", error="x")
+        relabel = Label(trial_key=last.key, classifier="tags", value="rejected", complied=False)
+        batch.trials.append(_store._trial_row(TrialRow(last, run_id="b")))
+        batch.labels.append(_store._label_row(relabel))
+        store._submit(batch).result()
+        assert store.count("trials") == 203 and store.count("labels") == 203
+        assert list(store.trials(status="failed")) == [last]
+        assert list(store.labels(trial_key=last.key)) == [relabel]
+
+
 def test_unknown_schema_version_is_refused(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     Store.open(db).close()
