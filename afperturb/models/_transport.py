@@ -48,6 +48,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
+from afperturb.models._http1 import Http1Pool, header_block
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -182,6 +184,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
         self._yarl = yarl
         self._closed = False
+        # The backends' fast path (post_bytes) uses afperturb's own HTTP/1.1 pool unless the
+        # connector was customised (a resolver, local address, ...: only aiohttp honours it).
+        self._http1 = not connector_kwargs
+        self._head_blocks: dict[int, tuple[list[tuple[str, str]], bytes]] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._current else "idle")
@@ -207,9 +213,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 return entry
             _abandon(entry)
         session = self._new_session()
-        guard = _close_at_loop_end(session)
+        pool = None
+        if self._http1:
+            keepalive = self._connector_kwargs["keepalive_timeout"]
+            ssl = self._connector_kwargs["ssl"]
+            pool = Http1Pool(loop, ssl=ssl, keepalive_timeout=keepalive)
+        guard = _close_at_loop_end(session, pool)
         await anext(guard)  # registers with the loop's async-generator hooks
-        entry = _LoopSession(session, asyncio.Semaphore(self.limit), guard)
+        entry = _LoopSession(session, asyncio.Semaphore(self.limit), guard, pool)
         self._loop, self._current = loop, entry
         return entry
 
@@ -336,9 +347,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> RawResponse:
         """POST ``body`` to the absolute ``url`` without building httpx objects (the fast path).
 
-        Same session, connection slots, timeouts and error mapping as
-        :meth:`handle_async_request`; ``headers`` are sent as given (aiohttp adds ``Host`` and
-        ``Content-Length``). The reply body is returned as received (not decompressed).
+        Same connection slots, timeouts and error mapping as :meth:`handle_async_request`;
+        ``headers`` are sent as given (``Host`` and ``Content-Length`` are added). Unless the
+        connector was customised, the exchange goes through afperturb's own HTTP/1.1 pool
+        (:mod:`afperturb.models._http1`; a backend request then costs about half the CPU of
+        a bare aiohttp loop's, ``benchmarks/README.md``) instead of the aiohttp session. The
+        reply body is returned as received (not decompressed).
         """
         loop = asyncio.get_running_loop()
         entry = self._current
@@ -350,11 +364,37 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         else:
             await slots.acquire()
         try:
+            pool = entry.pool
+            if pool is not None:
+                try:
+                    head = self._head_block(headers)
+                    reply = await pool.post(url, head, body, timeouts)
+                except ValueError:
+                    pass  # a URL or header the pool does not send (user:pass@host): aiohttp's
+                else:
+                    return RawResponse(
+                        reply.status, reply.headers, reply.raw_headers, reply.body, reply.reason
+                    )
             return await self._exchange(
                 entry.session, "POST", self._url(url), body, headers, timeouts, None
             )
         finally:
             slots.release()
+
+    def _head_block(self, headers: list[tuple[str, str]]) -> bytes:
+        """The encoded header lines of ``headers``, remembered per list object.
+
+        The lean client passes the same cached list for the same headers.
+        """
+        found = self._head_blocks.get(id(headers))
+        if found is not None and found[0] is headers:
+            return found[1]
+        block = header_block(headers)
+        if len(self._head_blocks) >= _URL_CACHE_SIZE:
+            self._head_blocks.clear()
+        # The list is kept with its block, so its id cannot be reused by another list.
+        self._head_blocks[id(headers)] = (headers, block)
+        return block
 
     async def aclose(self) -> None:
         """Close every session: here, on its own (live) loop, or forget it (dead loop)."""
@@ -367,6 +407,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         current = asyncio.get_running_loop()
         for loop, entry in entries.items():
             if loop is current:
+                if entry.pool is not None:
+                    await entry.pool.aclose()
                 await entry.session.close()
                 await entry.guard.aclose()
             elif loop.is_closed():
@@ -383,9 +425,12 @@ class _LoopSession:
     session: aiohttp.ClientSession
     slots: asyncio.Semaphore
     guard: AsyncGenerator[None, None]
+    pool: Http1Pool | None = None
 
 
-async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
+async def _close_at_loop_end(
+    session: aiohttp.ClientSession, pool: Http1Pool | None
+) -> AsyncGenerator[None, None]:
     """Close ``session`` when its event loop shuts down.
 
     An async generator started in a loop is finalised by ``loop.shutdown_asyncgens()``, which
@@ -396,11 +441,15 @@ async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[N
     try:
         yield
     finally:
+        if pool is not None and not pool.closed:
+            await pool.aclose()
         if not session.closed:
             await session.close()
 
 
 async def _close_entry(entry: _LoopSession) -> None:
+    if entry.pool is not None:
+        await entry.pool.aclose()
     await entry.session.close()
     await entry.guard.aclose()
 
@@ -428,6 +477,9 @@ def _abandon(entry: _LoopSession) -> None:
     Nothing can be awaited on a dead loop; detaching the connector and finishing the guard
     synchronously keeps aiohttp and asyncio from warning later about objects nobody can close.
     """
+    if entry.pool is not None:
+        with contextlib.suppress(Exception):  # its sockets died with the loop's selector
+            entry.pool.close()
     connector = entry.session.connector
     if connector is not None and not connector.closed:
         with contextlib.suppress(Exception):
