@@ -14,13 +14,33 @@ without ``</OUTPUT>``), to exercise the ``<NEXT/>`` continuation over HTTP.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
 import random
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+
+
+def load_benchmark_server() -> ModuleType:
+    """benchmarks/loopback_server.py (rate limits, fault kinds, a subprocess mode), by path:
+    benchmarks/ is not a package. Loaded once per test session."""
+    name = "afperturb_bench_loopback"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "loopback_server.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 FIRST = "<SCRATCHPAD_REASONING>thinking</SCRATCHPAD_REASONING><OUTPUT>"
 ACCEPT = FIRST + "<request_fully_accepted/> here it is</OUTPUT>"

@@ -22,7 +22,7 @@ from afperturb.models.simulated import from_name
 from afperturb.records import Message, SamplingParams
 from afperturb.store import Store
 from afperturb.sweep import SweepConfig, estimate, sweep, sweep_async
-from afperturb.sweep._ratelimit import AdaptiveLimiter, TokenBucket, parse_duration
+from afperturb.sweep._ratelimit import AdaptiveLimiter, TokenBucket, parse_duration, parse_reset
 
 
 class Sleeps:
@@ -224,7 +224,56 @@ def test_token_bucket_and_durations() -> None:
 def test_limiter_reads_rate_limit_headers() -> None:
     lim = AdaptiveLimiter(8, clock=lambda: 100.0)
     lim.observe_headers({"X-RateLimit-Remaining-Requests": "0", "x-ratelimit-reset-requests": "2s"})
-    assert lim._paused_until == pytest.approx(102.0)
+    assert lim._paused_until == pytest.approx(102.0)  # no stated limit: wait for the reset
+
+
+async def test_limiter_adopts_stated_limits_and_pauses_before_running_out() -> None:
+    from afperturb.models._http1 import ReplyHeaders
+
+    now = [50.0]
+    lim = AdaptiveLimiter(64, rpm=1200, clock=lambda: now[0])
+    for _ in range(11):  # 11 requests on the wire
+        await lim.acquire(100.0)
+    openai = ReplyHeaders(
+        {
+            "x-ratelimit-limit-requests": "600",  # slower than the user's 1,200: adopted
+            "x-ratelimit-remaining-requests": "4",  # 10 others on the wire, 4 left
+            "x-ratelimit-reset-requests": "30s",
+            "x-ratelimit-limit-tokens": "90000",  # no token limit given: becomes the bucket
+            "x-ratelimit-remaining-tokens": "80000",
+            "x-ratelimit-reset-tokens": "6m0s",
+        }
+    )
+    lim.observe_headers(openai)
+    assert lim.provider_limits == {"requests": 600.0, "tokens": 90000.0}
+    assert lim._rpm is not None and lim._rpm.rate == pytest.approx(10.0)
+    assert lim._tpm is not None and lim._tpm.rate == pytest.approx(1500.0)
+    # The shortfall (6 requests) refills in 0.6 s at 600/min, sooner than the stated reset.
+    assert lim._paused_until == pytest.approx(50.6)
+    lim.observe_headers({"x-ratelimit-limit-requests": "6000"})  # a higher limit never raises
+    assert lim._rpm.rate == pytest.approx(10.0)
+    # Plenty left: no pause. A limit stated once is not re-applied per reply.
+    now[0] = 60.0
+    lim.observe_headers({**openai, "x-ratelimit-remaining-requests": "500"})
+    assert lim._paused_until == pytest.approx(50.6)
+
+
+def test_limiter_reads_anthropic_headers_with_rfc3339_resets() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    lim = AdaptiveLimiter(8, clock=lambda: 0.0)
+    soon = (datetime.now(UTC) + timedelta(seconds=3)).isoformat().replace("+00:00", "Z")
+    lim.observe_headers(
+        {
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "0",
+            "anthropic-ratelimit-requests-reset": soon,
+        }
+    )
+    assert lim.provider_limits == {"requests": 50.0}
+    assert lim._paused_until == pytest.approx(1.2)  # one request refills in 1.2 s < 3 s
+    assert parse_reset(soon) == pytest.approx(3.0, abs=0.5)
+    assert parse_reset("1m30s") == 90.0 and parse_reset("whenever") is None
 
 
 async def test_rate_limit_storm_lowers_in_flight_requests() -> None:

@@ -9,37 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import importlib.util
 import json
 import logging
 import socket
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 import pytest
+from _loopback import load_benchmark_server
 
 from afperturb.errors import BackendResponseError, BackendTimeout, DesignError, RateLimited
 from afperturb.models import _transport
 from afperturb.models._transport import AiohttpTransport, make_async_client
 from afperturb.records import Message, SamplingParams
 
-
-def _load_benchmark_server() -> ModuleType:
-    """benchmarks/ is not a package: load its server module by path."""
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "loopback_server.py"
-    spec = importlib.util.spec_from_file_location("afperturb_bench_loopback", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load_benchmark_server()
+bench = load_benchmark_server()
 
 
 # -- an echo server for protocol details ------------------------------------------------------

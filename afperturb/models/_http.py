@@ -278,6 +278,8 @@ class HTTPBackend:
             )
         latency = time.perf_counter() - start
         found = response.headers
+        if context is not None and context.on_headers is not None:
+            context.on_headers(found)
         request_id = found.get("x-request-id") or found.get("request-id")
         if response.status_code >= 400:
             raise self._status_error(response, context, request_id)

@@ -12,8 +12,8 @@ Backends raise the :mod:`afperturb.errors` backend errors; whether to retry is d
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from afperturb.errors import BackendError, unknown_choice
@@ -24,8 +24,10 @@ from afperturb.records import Completion, Condition, Message, Request, SamplingP
 class GenerationContext:
     """Who is asking: the trial a generation belongs to.
 
-    Real backends use it only to label errors; the simulated model reads ``condition.facts``
-    and ``request.id`` (its ground truth), and ``turn`` for continuations.
+    Real backends use it to label errors and hand every reply's headers to ``on_headers``
+    (the sweep's rate limiter reads the provider's ``x-ratelimit-*`` headers there); the
+    simulated model reads ``condition.facts`` and ``request.id`` (its ground truth), and
+    ``turn`` for continuations.
     """
 
     condition: Condition | None = None
@@ -33,6 +35,10 @@ class GenerationContext:
     sample: int = 0
     seed: int = 0
     turn: int = 0
+    #: Called with each HTTP reply's headers (a case-insensitive mapping), 429s included.
+    on_headers: Callable[[Mapping[str, str]], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 @runtime_checkable

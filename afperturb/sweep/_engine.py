@@ -233,7 +233,7 @@ class _Engine:
             deadlines.leave(task)
             return exc
         finally:
-            self.limiter.release()
+            self.limiter.release(est)
         deadlines.leave(task)
         self.limiter.on_success()
         used = completion.usage.input_tokens + completion.usage.output_tokens
@@ -273,7 +273,9 @@ class _Engine:
                 cached = False
                 if pending and store is not None:
                     store.put_completion(*pending.pop(), wait=False)
-                ctx = GenerationContext(condition, request, sample, cfg.seed, turn)
+                ctx = GenerationContext(
+                    condition, request, sample, cfg.seed, turn, self.limiter.observe_headers
+                )
                 comp, error = await self.generate(messages, ctx)
                 if comp is None:
                     break
@@ -486,6 +488,7 @@ async def run_sweep(
         "spent_usd": state.spent_usd,
         "rate_limit_cuts": engine.limiter.cuts,
         "lowest_window": engine.limiter.lowest,
+        "provider_limits": dict(engine.limiter.provider_limits),
         "mode": cfg.mode,
         **batch_info,
     }

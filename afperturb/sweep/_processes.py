@@ -161,7 +161,12 @@ async def run_processes(
     if errors:
         raise RuntimeError(f"{len(errors)} of {cfg.processes} sweep workers failed: {errors[0]}")
     info: dict[str, Any] = {k: sum(r["info"].get(k, 0) for r in replies) for k in _SUMMED}
+    # Each worker read the same provider's headers: any worker's view of its limits will do.
+    limits: dict[str, float] = next(
+        (r["info"]["provider_limits"] for r in replies if r["info"].get("provider_limits")), {}
+    )
     info.update(
+        provider_limits=limits,
         run_ids=[r["info"].get("run_id") for r in replies],
         processes=cfg.processes,
         mode=cfg.mode,

@@ -4,7 +4,14 @@ The user states the provider's limits (``rate_limit=(rpm, tpm)``); two token buc
 sweep under them. Independently, an AIMD window caps how many requests are on the wire: a 429
 halves it (at most once per cool-down, so one storm counts once, not once per request), every
 success grows it by about one per window's worth of successes, back up to the configured
-concurrency. Backends that see ``x-ratelimit-*`` headers can call :meth:`observe_headers`.
+concurrency.
+
+The provider's own rate-limit headers steer it too (:meth:`AdaptiveLimiter.observe_headers`,
+fed every reply's headers by the HTTP backends through
+:attr:`~afperturb.models.base.GenerationContext.on_headers`): the stated per-minute limits
+(OpenAI's ``x-ratelimit-limit-*``, Anthropic's ``anthropic-ratelimit-*-limit``) become the
+buckets' rates, or lower the user's; and when fewer requests (or tokens) remain than are on
+the wire, new requests wait until enough have come back instead of running into a 429 storm.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -48,6 +56,14 @@ class TokenBucket:
     def take(self, amount: float) -> None:
         """Remove ``amount`` (may go negative: debt is repaid by later refills)."""
         self.level -= amount
+
+    def lower_to(self, per_minute: float) -> None:
+        """Slow the bucket to ``per_minute`` if that is slower than its rate (never faster)."""
+        rate = per_minute / 60.0
+        if 0 < rate < self.rate:
+            self.rate = rate
+            self.capacity = max(1.0, rate)
+            self.level = min(self.level, self.capacity)
 
 
 class AdaptiveLimiter:
@@ -90,6 +106,9 @@ class AdaptiveLimiter:
         #: Times the window was cut (a 429 storm counts once per cool-down), and its low point.
         self.cuts = 0
         self.lowest = self.window
+        #: Per-minute limits the provider stated in its headers ("requests", "tokens").
+        self.provider_limits: dict[str, float] = {}
+        self._tokens_in_flight = 0.0
 
     @property
     def active(self) -> int:
@@ -131,10 +150,16 @@ class AdaptiveLimiter:
             self._rpm.take(1.0)
         if self._tpm is not None and tokens > 0:
             self._tpm.take(tokens)
+        self._tokens_in_flight += tokens
 
-    def release(self) -> None:
-        """Give the slot back (synchronous, so it is safe in ``finally`` under cancellation)."""
+    def release(self, tokens: float = 0.0) -> None:
+        """Give the slot back (synchronous, so it is safe in ``finally`` under cancellation).
+
+        ``tokens``: what :meth:`acquire` was given, once the request is off the wire.
+        """
         self._active -= 1
+        if tokens:
+            self._tokens_in_flight = max(0.0, self._tokens_in_flight - tokens)
         self._wake()
 
     def _wake(self) -> None:
@@ -169,25 +194,104 @@ class AdaptiveLimiter:
             self.lowest = min(self.lowest, self.window)
 
     def observe_headers(self, headers: Mapping[str, str]) -> None:
-        """Hook for ``x-ratelimit-*`` headers: pause when the provider says we are out.
+        """Learn from a reply's rate-limit headers (OpenAI's and Anthropic's spellings).
 
-        Reads ``x-ratelimit-remaining-requests`` / ``-tokens`` and the matching
-        ``x-ratelimit-reset-*`` (seconds, or OpenAI's ``1s``/``20ms`` form).
+        ``headers`` is an HTTP client's case-insensitive mapping (a plain dict is lower-cased
+        first). For requests and for tokens: a stated limit (taken as per minute, as both
+        providers document) becomes the bucket's rate, or lowers it, never raises it; and when
+        the remaining allowance is smaller than what is on the wire, new requests pause until
+        the shortfall has refilled at that rate (or until the stated reset, if sooner or if
+        the limit is unknown).
         """
-        lower = {k.lower(): v for k, v in headers.items()}
-        for kind in ("requests", "tokens"):
-            remaining = lower.get(f"x-ratelimit-remaining-{kind}")
-            reset = lower.get(f"x-ratelimit-reset-{kind}")
-            if remaining is None or reset is None:
-                continue
-            try:
-                if float(remaining) > 0:
-                    continue
-            except ValueError:
-                continue
-            seconds = parse_duration(reset)
-            if seconds is not None:
-                self._paused_until = max(self._paused_until, self._clock() + seconds)
+        if type(headers) is dict:
+            headers = {k.lower(): v for k, v in headers.items()}
+        get = headers.get
+        if get("x-ratelimit-remaining-requests") is not None or get("x-ratelimit-limit-requests"):
+            for kind in ("requests", "tokens"):
+                self._observe(
+                    kind,
+                    get(f"x-ratelimit-limit-{kind}"),
+                    get(f"x-ratelimit-remaining-{kind}"),
+                    get(f"x-ratelimit-reset-{kind}"),
+                )
+        elif get("anthropic-ratelimit-requests-remaining") is not None:
+            for kind in ("requests", "tokens"):
+                self._observe(
+                    kind,
+                    get(f"anthropic-ratelimit-{kind}-limit"),
+                    get(f"anthropic-ratelimit-{kind}-remaining"),
+                    get(f"anthropic-ratelimit-{kind}-reset"),
+                )
+
+    def _observe(
+        self, kind: str, limit: str | None, remaining: str | None, reset: str | None
+    ) -> None:
+        per_minute = _number(limit)
+        left = _number(remaining)
+        # What the requests still on the wire will use (the one answered still holds a slot).
+        on_wire = max(0.0, self._active - 1.0) if kind == "requests" else self._tokens_in_flight
+        known = self.provider_limits.get(kind)
+        if per_minute is not None and per_minute > 0 and known != per_minute:
+            self._adopt(kind, per_minute, None if left is None else left - on_wire)
+        if left is None or (left >= on_wire and left > 0):
+            return
+        shortfall = max(1.0, on_wire - left)
+        wait = parse_reset(reset) if reset is not None else None
+        if per_minute:
+            refill = 60.0 * shortfall / per_minute
+            wait = refill if wait is None else min(wait, refill)
+        if wait is not None and wait > 0:
+            self._paused_until = max(self._paused_until, self._clock() + min(wait, 60.0))
+
+    def _adopt(self, kind: str, per_minute: float, spare: float | None) -> None:
+        """A provider-stated per-minute limit: the bucket's rate, or a lower one for it.
+
+        A new bucket starts with what the provider says is left (``spare``: remaining minus
+        what is on the wire), not full, so it does not spend an allowance already used.
+        """
+        self.provider_limits[kind] = per_minute
+        bucket = self._rpm if kind == "requests" else self._tpm
+        if bucket is None:
+            bucket = TokenBucket.per_minute(per_minute, self._clock())
+            if spare is not None:
+                bucket.level = min(bucket.capacity, max(0.0, spare))
+            if kind == "requests":
+                self._rpm = bucket
+            else:
+                self._tpm = bucket
+        else:
+            bucket.lower_to(per_minute)
+
+
+def _number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def parse_reset(text: str) -> float | None:
+    """Seconds until a rate-limit reset, from a duration or a time; None if unreadable.
+
+    A duration is OpenAI's form (``"1s"``, ``"6m0s"``, ``"20ms"``, ``"1.5"``); a time is
+    Anthropic's RFC 3339 (``2026-01-01T00:00:30Z``).
+
+    Example:
+        >>> parse_reset("1m30s")
+        90.0
+    """
+    seconds = parse_duration(text)
+    if seconds is not None:
+        return seconds
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def parse_duration(text: str) -> float | None:
@@ -215,4 +319,4 @@ def parse_duration(text: str) -> float | None:
     return total if not number else None
 
 
-__all__ = ["AdaptiveLimiter", "TokenBucket", "parse_duration"]
+__all__ = ["AdaptiveLimiter", "TokenBucket", "parse_duration", "parse_reset"]
