@@ -380,8 +380,10 @@ class Http1Pool:
             (start, head, b"Content-Length: ", str(len(body)).encode(), b"\r\n\r\n", body)
         )
         read = timeouts.get("read") if timeouts else None
-        for _ in range(2):
-            conn = self._idle(origin)
+        for attempt in range(2):
+            # The resend after a stale connection always opens a fresh one: when the server
+            # restarted, every idle connection is dead.
+            conn = self._idle(origin) if attempt == 0 else None
             if conn is None:
                 conn = await self._connect(origin, timeouts)
             reused = conn.requests > 0

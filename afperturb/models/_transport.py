@@ -22,9 +22,11 @@ Use :func:`make_async_client`, the one factory the backends and the sweep call::
 
 It returns a lean :class:`httpx.AsyncClient` subclass: httpx's per-request client machinery
 (header re-encoding, cookie jar, auth and redirect loops) cost more CPU than the exchange itself,
-so requests that configure none of it skip it (see :class:`_LeanAsyncClient`). Sessions are made
-lazily in the running loop and closed when that loop shuts down, so one client can serve
-successive ``asyncio.run`` calls (a notebook running several sweeps).
+so requests that configure none of it skip it (see :class:`_LeanAsyncClient`). The backends'
+hot request (``post_bytes``: POST a JSON body, read the reply) goes one step further, through
+afperturb's own HTTP/1.1 pool (:mod:`afperturb.models._http1`) instead of aiohttp's session.
+Sessions are made lazily in the running loop and closed when that loop shuts down, so one
+client can serve successive ``asyncio.run`` calls (a notebook running several sweeps).
 
 Not supported: HTTP/2, streaming responses (bodies are read fully), proxies from the environment
 (httpx ignores them too once a transport is given), a write timeout (aiohttp has none;
