@@ -17,7 +17,7 @@ Reasoning models: ``temperature=None`` sends no temperature; ``reasoning_tokens`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from afperturb.models._http import HTTPBackend, env_key
 from afperturb.models.base import GenerationContext
@@ -75,6 +75,33 @@ def flatten(messages: Sequence[Message], prefill: str | None = None) -> str:
 class _OpenAIBase(HTTPBackend):
     default_base_url = "https://api.openai.com/v1"
     key_env = ("OPENAI_API_KEY",)
+    #: The endpoint under ``base_url``.
+    path: ClassVar[str] = ""
+
+    def body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
+        """The JSON body for one request (subclasses; public so the batch mode can reuse it)."""
+        raise NotImplementedError
+
+    def _choice_text(
+        self, choice: dict[str, Any], context: GenerationContext | None, request_id: str | None
+    ) -> str:
+        """The generated text of one choice (subclasses), without the prefill."""
+        raise NotImplementedError
+
+    async def generate(
+        self,
+        messages: Sequence[Message],
+        params: SamplingParams,
+        context: GenerationContext | None = None,
+    ) -> Completion:
+        """POST :attr:`path`; parse text (prefill first), usage, finish reason and request id."""
+        _, prefill = split_prefill(messages, params)
+        data, latency, request_id = await self.post_json(
+            self.path, self.body(messages, params), context
+        )
+        choices = self._choices(data, context, request_id)
+        texts = [(prefill or "") + self._choice_text(c, context, request_id) for c in choices]
+        return self._completion(texts, choices[0].get("finish_reason"), data, latency, request_id)
 
     def _key_from_env(self) -> str | None:
         if "openrouter" in self.base_url:
@@ -143,6 +170,7 @@ class OpenAIChat(_OpenAIBase):
     """
 
     provider = "openai"
+    path = "/chat/completions"
 
     def body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
         """The JSON body for one request (public so the batch mode can reuse it)."""
@@ -161,28 +189,16 @@ class OpenAIChat(_OpenAIBase):
         body.update(self._sampling(params))
         return body
 
-    async def generate(
-        self,
-        messages: Sequence[Message],
-        params: SamplingParams,
-        context: GenerationContext | None = None,
-    ) -> Completion:
-        """POST /chat/completions and parse text, usage, finish reason and request id."""
-        _, prefill = split_prefill(messages, params)
-        data, latency, request_id = await self.post_json(
-            "/chat/completions", self.body(messages, params), context
-        )
-        choices = self._choices(data, context, request_id)
-        texts: list[str] = []
-        for choice in choices:
-            message = choice.get("message")
-            if not isinstance(message, dict):
-                self.bad_body("choice without a message", context, request_id)
-            content = message.get("content")
-            if content is not None and not isinstance(content, str):
-                self.bad_body("message content is not a string", context, request_id)
-            texts.append((prefill or "") + (content or ""))
-        return self._completion(texts, choices[0].get("finish_reason"), data, latency, request_id)
+    def _choice_text(
+        self, choice: dict[str, Any], context: GenerationContext | None, request_id: str | None
+    ) -> str:
+        message = choice.get("message")
+        if not isinstance(message, dict):
+            self.bad_body("choice without a message", context, request_id)
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            self.bad_body("message content is not a string", context, request_id)
+        return content or ""
 
 
 class OpenAICompletions(_OpenAIBase):
@@ -192,6 +208,7 @@ class OpenAICompletions(_OpenAIBase):
     """
 
     provider = "openai-completions"
+    path = "/completions"
 
     def body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
         """The JSON body for one request."""
@@ -205,25 +222,13 @@ class OpenAICompletions(_OpenAIBase):
         body.update(self._sampling(params))
         return body
 
-    async def generate(
-        self,
-        messages: Sequence[Message],
-        params: SamplingParams,
-        context: GenerationContext | None = None,
-    ) -> Completion:
-        """POST /completions; the returned text starts with the prefill."""
-        _, prefill = split_prefill(messages, params)
-        data, latency, request_id = await self.post_json(
-            "/completions", self.body(messages, params), context
-        )
-        choices = self._choices(data, context, request_id)
-        texts: list[str] = []
-        for choice in choices:
-            text = choice.get("text")
-            if not isinstance(text, str):
-                self.bad_body("choice without text", context, request_id)
-            texts.append((prefill or "") + text)
-        return self._completion(texts, choices[0].get("finish_reason"), data, latency, request_id)
+    def _choice_text(
+        self, choice: dict[str, Any], context: GenerationContext | None, request_id: str | None
+    ) -> str:
+        text = choice.get("text")
+        if not isinstance(text, str):
+            self.bad_body("choice without text", context, request_id)
+        return text
 
 
 __all__ = [
