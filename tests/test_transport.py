@@ -566,7 +566,9 @@ def test_verify_maps_to_aiohttp_ssl() -> None:
     import ssl
 
     context = ssl.create_default_context()
-    assert _transport._ssl_for(True) is True
+    default = _transport._ssl_for(True)  # httpx's default: certifi's bundle, verified
+    assert isinstance(default, ssl.SSLContext) and default.check_hostname
+    assert default.verify_mode == ssl.CERT_REQUIRED and default.get_ca_certs()
     assert _transport._ssl_for(False) is False
     assert _transport._ssl_for(context) is context
     with pytest.raises(TypeError, match="verify"):

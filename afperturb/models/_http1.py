@@ -16,7 +16,8 @@ What it does:
   in flight (:class:`~afperturb.models._transport.AiohttpTransport`'s slots);
 - replies framed by ``Content-Length``, ``Transfer-Encoding: chunked``, or the connection's
   end; ``1xx`` interim replies skipped; ``Connection: close`` honoured;
-- TLS through :mod:`asyncio` (``ssl``), host names resolved once per ``_DNS_TTL_S`` per origin;
+- TLS through :mod:`asyncio` (``ssl``; ``True`` trusts what httpx trusts: certifi's bundle),
+  host names resolved once per ``_DNS_TTL_S`` per origin;
 - a connect timeout per connection; the read timeout (the longest silence while waiting for
   the reply, httpx's meaning) checked by one periodic timer per pool rather than a timer per
   request;
@@ -523,11 +524,12 @@ class Http1Pool:
             option = self._ssl_option
             if isinstance(option, ssl_module.SSLContext):
                 context = option
+            elif option:
+                context = httpx.create_ssl_context()  # httpx's trust: certifi's bundle
             else:
                 context = ssl_module.create_default_context()
-                if option is False:
-                    context.check_hostname = False
-                    context.verify_mode = ssl_module.CERT_NONE
+                context.check_hostname = False
+                context.verify_mode = ssl_module.CERT_NONE
             self._ssl_context = context
         return context
 

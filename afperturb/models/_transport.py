@@ -819,7 +819,15 @@ def make_async_client(
 
 
 def _ssl_for(verify: Any) -> ssl_module.SSLContext | bool:
-    """Httpx's ``verify`` (bool, SSLContext or CA bundle path) as aiohttp's ``ssl``."""
+    """Httpx's ``verify`` (bool, SSLContext or CA bundle path) as aiohttp's ``ssl``.
+
+    ``True`` becomes httpx's own default context (certifi's CA bundle, or ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``), not the system store aiohttp would use: the same certificates are
+    trusted as with httpx's own transport (a Python without system CAs, as on macOS
+    installs, still reaches the providers).
+    """
+    if verify is True:
+        return httpx.create_ssl_context()
     if isinstance(verify, ssl_module.SSLContext | bool):
         return verify
     if isinstance(verify, str):
