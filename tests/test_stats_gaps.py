@@ -175,3 +175,43 @@ def test_paired_ci_coverage_by_simulation() -> None:
         hits += g.ci_low <= true <= g.ci_high
     assert 0.91 <= hits / 200 <= 0.99
     assert not math.isnan(true) and 0.14 < true < 0.16
+
+
+def _clustered_frame(rng: np.random.Generator, requests: int, samples: int) -> pd.DataFrame:
+    """One condition; each request's own compliance probability (Beta(1.2, 2.8): mean 0.3,
+    intra-request correlation 0.2), ``samples`` trials of each."""
+    p = rng.beta(1.2, 2.8, size=requests)
+    y = rng.random((requests, samples)) < p[:, None]
+    return pd.DataFrame(
+        {
+            "model": "m",
+            "condition_id": "c",
+            "tier": "free",
+            "request_id": np.repeat([f"r{i}" for i in range(requests)], samples),
+            "sample": np.tile(np.arange(samples), requests),
+            "status": "completed",
+            "complied": pd.array(y.ravel(), dtype="boolean"),
+        }
+    )
+
+
+def test_rate_interval_accounts_for_samples_of_one_request() -> None:
+    """Simulation (can fail): 60 requests × 5 samples, rates varying by request. The plain
+    Wilson interval over 300 'independent' trials covers the true 0.3 far less than 95 %;
+    widened by the design effect it covers it near 95 %. One sample per request: unchanged."""
+    rng = np.random.default_rng(7)
+    clustered = naive = 0
+    replicates = 300
+    for _ in range(replicates):
+        r = st.compliance_rate(_clustered_frame(rng, 60, 5))
+        clustered += r.ci_low <= 0.3 <= r.ci_high
+        low, high = st.wilson_interval(r.successes, r.n)
+        naive += low <= 0.3 <= high
+        assert r.method == "wilson-clustered" and r.design_effect > 1 and r.clusters == 60
+    # Measured with this seed: clustered 0.95, naive 0.86, mean deff 1.85 (expected 1 + 4·0.2).
+    assert 0.91 <= clustered / replicates <= 0.99
+    assert naive / replicates < clustered / replicates - 0.07
+    single = st.compliance_rate(_clustered_frame(rng, 200, 1))
+    assert single.design_effect == 1.0 and single.method == "wilson"
+    assert (single.ci_low, single.ci_high) == st.wilson_interval(single.successes, single.n)
+    assert single.confidence_interval(0.5) == st.wilson_interval(single.successes, single.n, 0.5)

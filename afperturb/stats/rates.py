@@ -1,7 +1,15 @@
-"""Compliance (or AF-reasoning) rates with Wilson intervals.
+"""Compliance (or AF-reasoning) rates with Wilson intervals, widened for clustering.
 
 Rates are reported for completeness; the papers' mistake was to compare rates by eye. The
 inference about *differences* lives in :mod:`afperturb.stats.gaps`.
+
+Trials are not independent: several samples of one request, or one request under several
+pooled conditions, share that request's difficulty. A plain Wilson interval over all trials
+then claims more precision than the data hold. The interval here is Wilson's with the
+*effective* sample size of the design (Korn & Graubard 1998): the cluster-robust variance of
+the pooled rate, with requests as clusters, divided by the binomial variance gives the design
+effect ``deff``; the interval is Wilson's at ``n / deff`` trials (``deff`` is never taken
+below 1). With one trial per request it is exactly Wilson's interval.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ from afperturb.stats import _sm
 from afperturb.stats._frame import ArmSpec, Cells, cells_of, condition_mask, model_mask
 from afperturb.stats._results import ResultMixin
 
-__all__ = ["RateEstimate", "compliance_rate", "rates_by", "wilson_interval"]
+__all__ = ["RateEstimate", "compliance_rate", "design_effect", "rates_by", "wilson_interval"]
 
 Outcome = Literal["complied", "af_reasoning"]
 _OUTCOMES = ("complied", "af_reasoning")
@@ -38,7 +46,13 @@ def wilson_interval(
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class RateEstimate(ResultMixin):
-    """A proportion with its Wilson interval and the trials that could not be scored."""
+    """A proportion with its Wilson interval and the trials that could not be scored.
+
+    ``design_effect`` is how much clustering by request inflates the variance (1: trials
+    independent); ``n_effective`` = ``n / design_effect`` is the sample size the interval uses;
+    ``clusters`` is the number of requests. ``method`` is ``"wilson"``, or
+    ``"wilson-clustered"`` when the design effect widened the interval.
+    """
 
     estimate: float
     ci_low: float
@@ -50,20 +64,52 @@ class RateEstimate(ResultMixin):
     format_failures: int
     failed: int
     method: str = "wilson"
+    design_effect: float = 1.0
+    n_effective: float = float("nan")
+    clusters: int = 0
 
     _repr_fields = ("estimate", "ci_low", "ci_high", "n")
 
     def confidence_interval(self, confidence_level: float = 0.95) -> tuple[float, float]:
-        """Wilson interval at another level."""
-        return wilson_interval(self.successes, self.n, confidence_level)
+        """The interval at another level (same design effect)."""
+        if self.n <= 0:
+            return (float("nan"), float("nan"))
+        n_eff = self.n / self.design_effect
+        return wilson_interval(self.estimate * n_eff, n_eff, confidence_level)
+
+
+def design_effect(successes: np.ndarray, trials: np.ndarray) -> float:
+    """Variance inflation of a pooled proportion from clustering (≥ 1; 1 when undefined).
+
+    ``successes`` and ``trials`` are per cluster (request). The cluster-robust variance of
+    the ratio estimate p = Σk / Σn, ``m/(m-1) · Σ(k_i - p·n_i)² / (Σn)²``, over the binomial
+    ``p(1-p)/Σn``. Exactly 1 when no cluster holds more than one trial, when p is 0 or 1, or
+    with fewer than two clusters.
+
+    Example:
+        >>> import numpy as np
+        >>> design_effect(np.array([3, 0, 3, 0]), np.array([3, 3, 3, 3]))  # all-or-nothing
+        4.0
+    """
+    keep = trials > 0
+    k, n = successes[keep], trials[keep]
+    m, total = len(n), float(n.sum())
+    if m < 2 or total <= m:
+        return 1.0
+    p = float(k.sum()) / total
+    if p <= 0.0 or p >= 1.0:
+        return 1.0
+    robust = m / (m - 1) * float(np.sum((k - p * n) ** 2)) / total**2
+    return max(1.0, robust / (p * (1.0 - p) / total))
 
 
 def _rate(cells: Cells, mask: np.ndarray, outcome: str, level: float) -> RateEstimate:
     af = outcome == "af_reasoning"
-    sel = mask[cells.cond]
-    k = float((cells.af_k if af else cells.k)[sel].sum())
-    n = float((cells.af_n if af else cells.n)[sel].sum())
-    low, high = wilson_interval(k, n, level)
+    k_r, n_r = cells.per_request(mask, af=af)
+    k, n = float(k_r.sum()), float(n_r.sum())
+    deff = design_effect(k_r, n_r)
+    n_eff = n / deff if n > 0 else float("nan")
+    low, high = wilson_interval(k / deff, n_eff, level) if n > 0 else (float("nan"),) * 2
     return RateEstimate(
         estimate=k / n if n > 0 else float("nan"),
         ci_low=low,
@@ -74,6 +120,10 @@ def _rate(cells: Cells, mask: np.ndarray, outcome: str, level: float) -> RateEst
         confidence_level=level,
         format_failures=cells.count(mask, "format_failures"),
         failed=cells.count(mask, "failed"),
+        method="wilson" if deff == 1.0 else "wilson-clustered",
+        design_effect=deff,
+        n_effective=n_eff,
+        clusters=int(np.count_nonzero(n_r)),
     )
 
 
@@ -92,7 +142,8 @@ def compliance_rate(
         where: ``{axis: level}`` / ``{fact: value}`` or a predicate; None means every condition.
         model: which model, when the frame holds several.
         outcome: ``"complied"`` or ``"af_reasoning"``.
-        confidence_level: of the Wilson interval.
+        confidence_level: of the interval (Wilson's, widened by the design effect of
+            clustering by request; see the module docstring).
 
     Example:
         >>> import pandas as pd
