@@ -165,7 +165,14 @@ def test_condition_summary_matches_hand_counts_and_statsmodels() -> None:
     assert row["n"] == 24
     assert row["n_judged"] == len(judged)
     assert row["compliance"] == pytest.approx(k / len(judged))
-    lo, hi = proportion_confint(k, len(judged), method="wilson")
+    # Two samples per request: Wilson's interval at n / deff, the design effect of clustering
+    # by request (cluster-robust over binomial variance, at least 1), computed here by hand.
+    per = judged.assign(y=judged["complied"].astype(bool)).groupby("request_id")["y"]
+    ks, ns = per.sum().to_numpy(float), per.size().to_numpy(float)
+    n, p = ns.sum(), k / ns.sum()
+    robust = len(ns) / (len(ns) - 1) * ((ks - p * ns) ** 2).sum() / n**2
+    deff = max(1.0, robust / (p * (1 - p) / n))
+    lo, hi = proportion_confint(k / deff, n / deff, method="wilson")
     assert (row["ci_low"], row["ci_high"]) == pytest.approx((lo, hi))
     assert sum(row[f"n_{o}"] for o in ("complied_af", "complied", "partial")) == k
 

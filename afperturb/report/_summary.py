@@ -27,12 +27,13 @@ from afperturb.report._data import (
     resolve_pairs,
 )
 from afperturb.stats import _sm
+from afperturb.stats.rates import design_effect
 
 #: The HypothesisTable.to_frame() columns, in display order.
 TABLE_COLUMNS: tuple[str, ...] = SUMMARY_COLUMNS
 
 
-def wilson(k: int, n: int, confidence_level: float = 0.95) -> tuple[float, float]:
+def wilson(k: float, n: float, confidence_level: float = 0.95) -> tuple[float, float]:
     """Wilson interval of k/n; (nan, nan) when n is 0."""
     if n == 0:
         return (math.nan, math.nan)
@@ -60,6 +61,17 @@ def _verdict_counts(group: pd.DataFrame) -> tuple[int, int]:
     return complied, judged
 
 
+def _design_effect(group: pd.DataFrame) -> float:
+    """The design effect of clustering by request within one condition's trials."""
+    if "request_id" not in group or group["request_id"].is_unique:
+        return 1.0
+    outcomes = group["outcome"]
+    judged = outcomes.isin(["complied_af", "complied", "partial", "refused"])
+    complied = outcomes.isin(["complied_af", "complied", "partial"])
+    per = pd.DataFrame({"k": complied, "n": judged, "r": group["request_id"]}).groupby("r").sum()
+    return design_effect(per["k"].to_numpy(dtype=float), per["n"].to_numpy(dtype=float))
+
+
 def condition_summary(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per model × condition: counts of every outcome and the compliance rate.
 
@@ -69,7 +81,10 @@ def condition_summary(frame: pd.DataFrame) -> pd.DataFrame:
     rows: list[dict[str, object]] = []
     for (model, cid), group in frame.groupby(["model", "condition_id"], sort=False):
         complied, judged = _verdict_counts(group)
-        lo, hi = wilson(complied, judged)
+        # Several samples of a request are not independent: Wilson's interval at the
+        # effective sample size, as afperturb.stats.compliance_rate gives it.
+        deff = _design_effect(group)
+        lo, hi = wilson(complied / deff, judged / deff)
         counts = group["outcome"].value_counts()
         first = group.iloc[0]
         row: dict[str, object] = {
