@@ -190,3 +190,32 @@ async def test_provider_rate_limit_headers_pace_the_sweep(monkeypatch: pytest.Mo
     # Measured: paced 0 rejections; blind ~1,400 (and some trials out of retries), each a
     # request the provider counts against the limit.
     assert paced < 30 and blind > 5 * (paced + 20), (paced, blind)
+
+
+async def test_every_fault_kind_over_the_http1_pool_ends_each_trial_once(tmp_path: Path) -> None:
+    """The benchmark server's faults, all at once, through the backends' HTTP/1.1 pool:
+    dropped connections (fresh and reused), hangs, 429s with retry-after, 500s, malformed and
+    missing bodies, truncated replies (continued with <NEXT/>). Every trial ends completed or
+    failed with a reason, once; the retries are bounded."""
+    bench = load_benchmark_server()
+    faults = {"429": 0.05, "500": 0.05, "malformed": 0.03, "missing": 0.03, "hang": 0.02}
+    faults.update({"close": 0.08, "truncated": 0.1})
+    db = tmp_path / "runs.sqlite"
+    async with bench.LoopbackServer(latency=0.005, faults=faults, seed=3) as server:
+        model = models.get("openai/m", base_url=server.base_url, api_key="k")
+        cfg = SweepConfig(timeout=0.5, max_retries=8, backoff_base=0.01, progress=False)
+        res = await sweep_async(
+            FakePerturbation(), model, requests(120), store=db, concurrency=32, config=cfg
+        )
+        await model.aclose()
+        stats = server.stats()
+    frame = res.to_frame()
+    assert len(frame) == 240 and not frame.duplicated(["condition_id", "request_id"]).any()
+    assert set(frame["status"]) <= {"completed", "failed"}
+    assert frame[frame["status"] == "failed"]["error"].map(bool).all()
+    assert (frame["status"] == "completed").mean() > 0.95
+    assert all(stats["by_fault"].get(kind, 0) > 0 for kind in faults)
+    # Each trial: one or two turns (truncated replies), each at most 9 attempts. Measured:
+    # 342 requests for 268 turns (the engine sent 327; the other 15 are the pool resending a
+    # request whose reused connection was dropped before any reply byte).
+    assert stats["requests"] < 240 * 2
