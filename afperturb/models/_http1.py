@@ -21,8 +21,12 @@ What it does:
 - a connect timeout per connection; the read timeout (the longest silence while waiting for
   the reply, httpx's meaning) checked by one periodic timer per pool rather than a timer per
   request;
-- a connection the server closed while idle (it fails before a single byte of the reply) is
-  replaced and the request sent once more, as aiohttp and httpcore do.
+- a reused keep-alive connection that ends before a single byte of the reply (the server
+  closed it while idle, the race every keep-alive client meets) is replaced and the request
+  sent once more, on a fresh connection. aiohttp and httpcore do not resend a POST there; the
+  sweep engine would retry the failure anyway (it cannot tell either whether the provider saw
+  the request), so this only saves it an attempt and a backoff. A fresh connection that ends
+  so is a :class:`httpx.RemoteProtocolError`.
 
 What it leaves to others: bodies are returned as received (the caller decodes compressed
 ones), no proxies, redirects, cookies, HTTP/2 or streaming; the transport uses aiohttp for
