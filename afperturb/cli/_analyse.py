@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ import pandas as pd
 from afperturb.cli._core import EXIT_OK, command
 from afperturb.errors import DesignError, StoreError
 from afperturb.report._cli import REPORT_EPILOG, REPORT_HELP, configure_report, run_report
+from afperturb.store._maintenance import cache_size, prune_cache
 
 __all__ = ["cache_size", "prune_cache"]
 
@@ -185,94 +184,6 @@ def _cache_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("store", type=Path, help="the SQLite store")
     parser.add_argument("action", choices=("size", "prune"), help="size: report; prune: delete")
     parser.add_argument("--dry-run", action="store_true", help="prune: count, delete nothing")
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        conn = sqlite3.connect(_store_path(path), timeout=30)
-        conn.execute("SELECT 1 FROM completions LIMIT 1").fetchall()
-    except sqlite3.Error as exc:
-        raise StoreError(f"{str(path)!r} is not an afperturb store: {exc}") from exc
-    return conn
-
-
-def _file_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
-
-
-def cache_size(path: Path) -> dict[str, int]:
-    """Bytes on disk and rows / payload bytes per table of a store."""
-    conn = _connect(path)
-    try:
-        q = conn.execute
-        out = {"file_bytes": _file_bytes(path)}
-        for table in ("completions", "texts", "trials", "labels"):
-            out[f"{table}"] = int(q(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
-        payload = "SELECT COALESCE(SUM(LENGTH(completion) + LENGTH(messages)), 0) FROM completions"
-        out["completion_bytes"] = int(q(payload).fetchone()[0])
-        out["text_bytes"] = int(q("SELECT COALESCE(SUM(LENGTH(text)), 0) FROM texts").fetchone()[0])
-    finally:
-        conn.close()
-    return out
-
-
-def _orphans(conn: sqlite3.Connection) -> tuple[list[str], set[str]]:
-    """Completion keys no trial references (judge completions kept while judge labels exist)."""
-    from afperturb.store import model_hash
-
-    referenced: set[str] = set()
-    for key, turns in conn.execute("SELECT cache_key, turns FROM trials"):
-        referenced.add(key)
-        referenced.update(json.loads(turns) if turns else [])
-    sweep_models = {
-        model_hash(json.loads(m).get("model_config", {}))
-        for (m,) in conn.execute("SELECT manifest FROM runs")
-    }
-    judged = conn.execute(
-        "SELECT 1 FROM labels WHERE classifier != 'tags' AND classifier NOT LIKE 'heuristic%' "
-        "LIMIT 1"
-    ).fetchone()
-    orphans = []
-    for key, mh in conn.execute("SELECT cache_key, model_hash FROM completions"):
-        if key in referenced:
-            continue
-        if judged and mh not in sweep_models:
-            continue  # a judge's completion: its labels may still need it
-        orphans.append(key)
-    return orphans, referenced
-
-
-def prune_cache(path: Path, *, dry_run: bool = False) -> dict[str, int]:
-    """Delete unreferenced completions and texts; returns counts and bytes before/after."""
-    before = _file_bytes(path)
-    conn = _connect(path)
-    try:
-        orphans, _ = _orphans(conn)
-        used: set[str] = set()
-        doomed = set(orphans)
-        for key, refs in conn.execute("SELECT cache_key, messages FROM completions"):
-            if key not in doomed:
-                used.update(h for _role, h in json.loads(refs))
-        texts = [h for (h,) in conn.execute("SELECT hash FROM texts") if h not in used]
-        if not dry_run and (orphans or texts):
-            with conn:
-                conn.executemany(
-                    "DELETE FROM completions WHERE cache_key=?", [(k,) for k in orphans]
-                )
-                conn.executemany("DELETE FROM texts WHERE hash=?", [(h,) for h in texts])
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            conn.execute("VACUUM")
-            # In WAL mode VACUUM writes the rebuilt file into the WAL: fold it back so the
-            # bytes reported (and left on disk) are the pruned size.
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    finally:
-        conn.close()
-    return {
-        "completions": len(orphans),
-        "texts": len(texts),
-        "bytes_before": before,
-        "bytes_after": _file_bytes(path),
-    }
 
 
 @command("cache", "the store's completion cache: `size` or `prune`", _cache_args, CACHE_EPILOG)
