@@ -378,3 +378,23 @@ async def test_https_verifies_against_the_given_context_and_refuses_unknown_issu
         for w in server.writers:
             w.transport.abort()
         await server.server.wait_closed()
+
+
+async def test_lean_client_decodes_a_chunked_gzip_reply_from_the_pool(
+    serve: Callable[[Script], asyncio.Future[Scripted]],
+) -> None:
+    """What hosted APIs behind a CDN send: gzip, chunked. The pool returns the raw bytes;
+    the lean client hands them to httpx, which decodes them."""
+    import gzip
+
+    packed = gzip.compress(b'{"choices": []}')
+    reply = (
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (10, packed[:10])
+        + b"%x\r\n%s\r\n0\r\n\r\n" % (len(packed) - 10, packed[10:])
+    )
+    server = await serve(lambda body, n: ([reply], False))
+    async with make_async_client() as client:
+        got = await client.post_bytes(server.url, b"{}", {"Content-Type": "application/json"})  # type: ignore[attr-defined]
+    assert isinstance(got, httpx.Response) and got.json() == {"choices": []}
