@@ -116,7 +116,11 @@ async def test_content_length_reply_in_pieces_and_keep_alive_reuse(
     server = await serve(lambda body, n: (bytewise(ok(b'{"n":%d}' % n)), False))
     for n in (1, 2, 3):
         reply = await pool.post(server.url, HEAD, b'{"q":1}', T)
-        assert (reply.status, reply.reason, reply.body) == (200, "OK", b'{"n":%d}' % n)
+        assert (reply.status_code, reply.reason_phrase, reply.content) == (
+            200,
+            "OK",
+            b'{"n":%d}' % n,
+        )
     assert server.connections == 1  # one keep-alive connection served all three
     head, body = server.requests[0]
     assert head.startswith(b"POST /v1/chat HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n" % server.port)
@@ -134,7 +138,7 @@ async def test_chunked_reply_with_extensions_and_trailers(
     server = await serve(lambda body, n: (bytewise(chunked) if n == 1 else [chunked], False))
     for _ in range(2):
         reply = await pool.post(server.url, HEAD, b"{}", T)
-        assert reply.body == b"hello world"
+        assert reply.content == b"hello world"
         assert reply.headers["X-ID"] == "a, b" and "x-id" in reply.headers
         assert reply.raw_headers[1:] == [(b"X-Id", b"a"), (b"x-id", b"b")]
     assert server.connections == 1
@@ -151,9 +155,9 @@ async def test_interim_reply_no_body_statuses_and_read_to_close(
         return [b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the end"], True
 
     server = await serve(script)
-    assert (await pool.post(server.url, HEAD, b"", T)).body == b"after"
-    assert (await pool.post(server.url, HEAD, b"", T)).status == 204
-    assert (await pool.post(server.url, HEAD, b"", T)).body == b"until the end"
+    assert (await pool.post(server.url, HEAD, b"", T)).content == b"after"
+    assert (await pool.post(server.url, HEAD, b"", T)).status_code == 204
+    assert (await pool.post(server.url, HEAD, b"", T)).content == b"until the end"
     assert server.connections == 1
 
 
@@ -170,7 +174,7 @@ async def test_connection_close_and_stale_idle_connections_are_replaced(
 
     server = await serve(script)
     for _ in range(3):
-        assert (await pool.post(server.url, HEAD, b"{}", T)).status == 200
+        assert (await pool.post(server.url, HEAD, b"{}", T)).status_code == 200
     assert server.connections == 3 and len(server.requests) == 3
 
 
@@ -188,7 +192,7 @@ async def test_a_reused_connection_closed_before_replying_is_retried_once(
     with pytest.raises(httpx.RemoteProtocolError, match="without sending a reply"):
         await pool.post(server.url, HEAD, b"{}", T)
     assert server.connections == 2 and len(server.requests) == 3  # the resend, then no more
-    assert (await pool.post(server.url, HEAD, b"fine", T)).status == 200
+    assert (await pool.post(server.url, HEAD, b"fine", T)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -215,7 +219,7 @@ async def test_broken_replies_are_protocol_errors_and_the_connection_is_dropped(
     server = await serve(lambda body, n: ([reply], True) if n == 1 else ([ok()], False))
     with pytest.raises(httpx.RemoteProtocolError, match=message):
         await pool.post(server.url, HEAD, b"{}", T)
-    assert (await pool.post(server.url, HEAD, b"{}", T)).status == 200
+    assert (await pool.post(server.url, HEAD, b"{}", T)).status_code == 200
     assert server.connections == 2
 
 
@@ -238,10 +242,10 @@ async def test_read_timeout_is_silence_not_total_time(
         # Bounded here too: a pool that never times out fails the test instead of hanging it.
         await asyncio.wait_for(pool.post(server.url, HEAD, b"stall", {**T, "read": 0.1}), 5)
     assert not pool._busy and not pool._all
-    assert (await pool.post(server.url, HEAD, b"{}", {**T, "read": 0.1})).status == 200
+    assert (await pool.post(server.url, HEAD, b"{}", {**T, "read": 0.1})).status_code == 200
     assert server.connections == 2
     slow = await pool.post(server.url, HEAD, b"trickle", {**T, "read": 0.1})  # 0.12 s in all
-    assert slow.body == b"0123456789"
+    assert slow.content == b"0123456789"
 
 
 async def test_cancelled_request_drops_its_connection(
@@ -254,7 +258,7 @@ async def test_cancelled_request_drops_its_connection(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert not pool._busy and not pool._all
-    assert (await pool.post(server.url, HEAD, b"{}", T)).status == 200
+    assert (await pool.post(server.url, HEAD, b"{}", T)).status_code == 200
     assert server.connections == 2
 
 
@@ -291,7 +295,7 @@ async def test_concurrent_connects_resolve_the_host_once(
         replies = await asyncio.gather(*(pool.post(url, HEAD, b"{}", T) for _ in range(20)))
     finally:
         del loop.getaddrinfo
-    assert [r.status for r in replies] == [200] * 20
+    assert [r.status_code for r in replies] == [200] * 20
     assert calls == 1 and server.connections == 20
 
 

@@ -36,7 +36,9 @@ anything but its fast path. Failures are raised as the httpx exceptions the back
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import json as json_module
 import socket
 import ssl as ssl_module
 import time
@@ -70,24 +72,57 @@ class ReplyHeaders(dict[str, str]):
         return isinstance(key, str) and dict.__contains__(self, key.lower())
 
 
-class Reply:
-    """A whole reply: status, reason, headers (lookup and raw pairs), body bytes."""
+class RawResponse:
+    """A fully read reply of the fast path: what a backend reads of an :class:`httpx.Response`.
 
-    __slots__ = ("body", "headers", "raw_headers", "reason", "status")
+    ``status_code``, case-insensitive ``headers``, ``content`` (bytes as received), ``text``,
+    ``reason_phrase`` and ``json()`` behave as httpx's do for an uncompressed body; the lean
+    client hands a compressed reply to httpx for decoding instead (see
+    :meth:`_LeanAsyncClient.post_bytes`).
+    """
+
+    __slots__ = ("content", "headers", "raw_headers", "reason_phrase", "status_code")
 
     def __init__(
         self,
-        status: int,
-        reason: str,
-        headers: ReplyHeaders,
-        raw_headers: list[tuple[bytes, bytes]],
-        body: bytes,
+        status_code: int,
+        headers: Mapping[str, str],
+        raw_headers: Any,
+        content: bytes,
+        reason_phrase: str,
     ) -> None:
-        self.status = status
-        self.reason = reason
+        self.status_code = status_code
         self.headers = headers
         self.raw_headers = raw_headers
-        self.body = body
+        self.content = content
+        self.reason_phrase = reason_phrase
+
+    def __repr__(self) -> str:
+        return f"<RawResponse [{self.status_code} {self.reason_phrase}]>"
+
+    @property
+    def encoding(self) -> str:
+        """The charset of ``Content-Type``, else UTF-8 (httpx's default for JSON APIs)."""
+        content_type = self.headers.get("content-type", "")
+        for part in content_type.split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+                try:
+                    codecs.lookup(charset)
+                except LookupError:
+                    break
+                return charset
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        """The body decoded with :attr:`encoding` (undecodable bytes replaced)."""
+        return self.content.decode(self.encoding, errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (UTF-8/16/32 detected, as httpx does)."""
+        return json_module.loads(self.content)
 
 
 class _Stale(Exception):
@@ -115,7 +150,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, pool: Http1Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
-        self.reply: asyncio.Future[Reply] | None = None
+        self.reply: asyncio.Future[RawResponse] | None = None
         self.closed = False
         self.requests = 0
         self.idle_since = 0.0
@@ -170,7 +205,7 @@ class _Connection(asyncio.Protocol):
 
     # -- one exchange -------------------------------------------------------------------------
 
-    def send(self, data: bytes, read_timeout: float | None) -> asyncio.Future[Reply]:
+    def send(self, data: bytes, read_timeout: float | None) -> asyncio.Future[RawResponse]:
         """Write one request; the future resolves with its reply."""
         transport = self.transport
         assert transport is not None
@@ -211,7 +246,7 @@ class _Connection(asyncio.Protocol):
         self.read_timeout = None
         if not keep_alive:
             self._close()
-        self.reply.set_result(Reply(status, reason, headers, raw, body))
+        self.reply.set_result(RawResponse(status, headers, raw, body, reason))
 
     # -- parsing ------------------------------------------------------------------------------
 
@@ -373,7 +408,7 @@ class Http1Pool:
         head: bytes,
         body: bytes,
         timeouts: Mapping[str, float | None] | None,
-    ) -> Reply:
+    ) -> RawResponse:
         """POST ``body`` to ``url``; ``head`` holds the header lines (each ending CRLF) to send.
 
         The request line, ``Host`` and ``Content-Length`` are added here.
@@ -590,4 +625,4 @@ def header_block(headers: list[tuple[str, str]]) -> bytes:
     return "".join(lines).encode("latin-1")
 
 
-__all__ = ["Http1Pool", "Reply", "ReplyHeaders", "header_block"]
+__all__ = ["Http1Pool", "RawResponse", "ReplyHeaders", "header_block"]

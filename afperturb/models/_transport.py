@@ -36,7 +36,6 @@ Not supported: HTTP/2, streaming responses (bodies are read fully), proxies from
 from __future__ import annotations
 
 import asyncio
-import codecs
 import contextlib
 import importlib.util
 import json as json_module
@@ -50,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
-from afperturb.models._http1 import Http1Pool, header_block
+from afperturb.models._http1 import Http1Pool, RawResponse, header_block
 
 if TYPE_CHECKING:
     import aiohttp
@@ -73,59 +72,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 _URL_CACHE_SIZE = 256
 
 _TimeoutKey = tuple[float | None, float | None, float | None]
-
-
-class RawResponse:
-    """A fully read reply of the fast path: what a backend reads of an :class:`httpx.Response`.
-
-    ``status_code``, case-insensitive ``headers``, ``content`` (bytes as received), ``text``,
-    ``reason_phrase`` and ``json()`` behave as httpx's do for an uncompressed body; the lean
-    client hands a compressed reply to httpx for decoding instead (see
-    :meth:`_LeanAsyncClient.post_bytes`).
-    """
-
-    __slots__ = ("content", "headers", "raw_headers", "reason_phrase", "status_code")
-
-    def __init__(
-        self,
-        status_code: int,
-        headers: Mapping[str, str],
-        raw_headers: Any,
-        content: bytes,
-        reason_phrase: str,
-    ) -> None:
-        self.status_code = status_code
-        self.headers = headers
-        self.raw_headers = raw_headers
-        self.content = content
-        self.reason_phrase = reason_phrase
-
-    def __repr__(self) -> str:
-        return f"<RawResponse [{self.status_code} {self.reason_phrase}]>"
-
-    @property
-    def encoding(self) -> str:
-        """The charset of ``Content-Type``, else UTF-8 (httpx's default for JSON APIs)."""
-        content_type = self.headers.get("content-type", "")
-        for part in content_type.split(";")[1:]:
-            name, _, value = part.strip().partition("=")
-            if name.lower() == "charset" and value:
-                charset = value.strip("\"' ")
-                try:
-                    codecs.lookup(charset)
-                except LookupError:
-                    break
-                return charset
-        return "utf-8"
-
-    @property
-    def text(self) -> str:
-        """The body decoded with :attr:`encoding` (undecodable bytes replaced)."""
-        return self.content.decode(self.encoding, errors="replace")
-
-    def json(self) -> Any:
-        """The body parsed as JSON (UTF-8/16/32 detected, as httpx does)."""
-        return json_module.loads(self.content)
 
 
 def aiohttp_available() -> bool:
@@ -370,13 +316,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             if pool is not None:
                 try:
                     head = self._head_block(headers)
-                    reply = await pool.post(url, head, body, timeouts)
+                    return await pool.post(url, head, body, timeouts)
                 except ValueError:
                     pass  # a URL or header the pool does not send (user:pass@host): aiohttp's
-                else:
-                    return RawResponse(
-                        reply.status, reply.headers, reply.raw_headers, reply.body, reply.reason
-                    )
             return await self._exchange(
                 entry.session, "POST", self._url(url), body, headers, timeouts, None
             )
