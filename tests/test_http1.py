@@ -402,3 +402,29 @@ async def test_lean_client_decodes_a_chunked_gzip_reply_from_the_pool(
     async with make_async_client() as client:
         got = await client.post_bytes(server.url, b"{}", {"Content-Type": "application/json"})  # type: ignore[attr-defined]
     assert isinstance(got, httpx.Response) and got.json() == {"choices": []}
+
+
+async def test_httpx_posts_take_the_pool_and_errors_carry_their_request(
+    serve: Callable[[Script], asyncio.Future[Scripted]],
+) -> None:
+    """``client.post`` (the lean client's httpx path, the batch API's uploads) goes through
+    the pool too: one keep-alive connection, httpx's headers, the request on an error. A
+    request naming another Host than its URL is left to aiohttp (the pool writes Host)."""
+    server = await serve(
+        lambda body, n: ([b"garbage\r\n\r\n"], True) if body == b'{"bad":1}' else ([ok()], False)
+    )
+    async with make_async_client() as client:
+        for _ in range(3):
+            reply = await client.post(server.url, json={"q": 1})
+            assert reply.json() == {"ok": True} and reply.request.method == "POST"
+        assert server.connections == 1
+        entry = client._transport._current  # type: ignore[attr-defined]
+        assert entry.pool is not None and len(entry.pool._all) == 1  # the pool's connection
+        with pytest.raises(httpx.RemoteProtocolError) as caught:
+            await client.post(server.url, json={"bad": 1})
+        assert caught.value.request.url == server.url
+        other = await client.post(server.url, json={"q": 2}, headers={"Host": "example.org"})
+        assert other.status_code == 200
+    heads = [head for head, _ in server.requests]
+    assert b"Host: example.org" in heads[-1] and heads[0].count(b"Host:") == 1
+    assert b"User-Agent: python-httpx/" in heads[0] and b"Content-Length: 7" in heads[0]

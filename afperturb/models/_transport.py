@@ -22,8 +22,8 @@ Use :func:`make_async_client`, the one factory the backends and the sweep call::
 
 It returns a lean :class:`httpx.AsyncClient` subclass: httpx's per-request client machinery
 (header re-encoding, cookie jar, auth and redirect loops) cost more CPU than the exchange itself,
-so requests that configure none of it skip it (see :class:`_LeanAsyncClient`). The backends'
-hot request (``post_bytes``: POST a JSON body, read the reply) goes one step further, through
+so requests that configure none of it skip it (see :class:`_LeanAsyncClient`). POSTs (the
+backends' hot request ``post_bytes``, and any ``client.post``) go one step further, through
 afperturb's own HTTP/1.1 pool (:mod:`afperturb.models._http1`) instead of aiohttp's session.
 Sessions are made lazily in the running loop and closed when that loop shuts down, so one
 client can serve successive ``asyncio.run`` calls (a notebook running several sweeps).
@@ -212,7 +212,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     # -- the transport API ------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request through aiohttp and return the fully read httpx response."""
+        """Send one request and return the fully read httpx response.
+
+        POSTs go through the HTTP/1.1 pool (as the backends' :meth:`post_bytes` does) unless
+        the connector was customised or the request names another ``Host`` than its URL;
+        every other request goes through aiohttp.
+        """
         loop = asyncio.get_running_loop()
         entry = self._current
         if loop is not self._loop or entry is None or entry.session.closed:
@@ -224,6 +229,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         else:
             await slots.acquire()
         try:
+            if entry.pool is not None and request.method == "POST":
+                reply = await _post_via_pool(entry.pool, request, timeouts)
+                if reply is not None:
+                    return _httpx_response(reply)
             return await self._send(session, request, timeouts)
         finally:
             slots.release()
@@ -243,15 +252,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         reply = await self._exchange(
             session, request.method, self._url(str(request.url)), body, headers, timeouts, request
         )
-        return httpx.Response(
-            reply.status_code,
-            headers=reply.raw_headers,
-            stream=httpx.ByteStream(reply.content),
-            extensions={
-                "http_version": b"HTTP/1.1",
-                "reason_phrase": reply.reason_phrase.encode("latin-1", "replace"),
-            },
-        )
+        return _httpx_response(reply)
 
     async def _exchange(
         self,
@@ -360,6 +361,45 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             else:
                 # Another loop is alive (a notebook's, say): close the session over there.
                 asyncio.run_coroutine_threadsafe(_close_entry(entry), loop)
+
+
+def _httpx_response(reply: RawResponse) -> httpx.Response:
+    """The :class:`httpx.Response` of a fully read reply (httpx decodes compressed bodies)."""
+    return httpx.Response(
+        reply.status_code,
+        headers=reply.raw_headers,
+        stream=httpx.ByteStream(reply.content),
+        extensions={
+            "http_version": b"HTTP/1.1",
+            "reason_phrase": reply.reason_phrase.encode("latin-1", "replace"),
+        },
+    )
+
+
+async def _post_via_pool(
+    pool: Http1Pool, request: httpx.Request, timeouts: Mapping[str, float | None] | None
+) -> RawResponse | None:
+    """``request`` (a POST) through the HTTP/1.1 pool, or None when the pool cannot send it.
+
+    The pool writes ``Host`` from the URL and ``Content-Length`` itself: a request naming
+    another host, or a URL the pool refuses (``user:pass@``), is left to aiohttp.
+    """
+    url = request.url
+    if request.headers.get("host", url.netloc.decode("ascii")) != url.netloc.decode("ascii"):
+        return None
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in request.headers.raw
+        if name.lower() not in _SKIP_HEADERS and name.lower() != b"host"
+    ]
+    body = await request.aread()
+    try:
+        return await pool.post(str(url), header_block(headers), body, timeouts)
+    except ValueError:
+        return None
+    except httpx.TransportError as exc:
+        exc.request = request  # as httpx's own transports do
+        raise
 
 
 @dataclass
