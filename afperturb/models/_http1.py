@@ -158,7 +158,6 @@ class _Connection(asyncio.Protocol):
         self.read_timeout: float | None = None
         self._buf = bytearray()
         self._state = _FRAMING_HEAD
-        self._pos = 0  # parse position in _buf (chunked framing)
         self._need = 0  # body length (Content-Length framing)
         self._head: tuple[int, str, ReplyHeaders, list[tuple[bytes, bytes]], bool] | None = None
         self._chunks: list[bytes] = []
@@ -242,7 +241,6 @@ class _Connection(asyncio.Protocol):
         self._head = None
         self._state = _FRAMING_HEAD
         self._chunks = []
-        self._pos = 0
         self.read_timeout = None
         if not keep_alive:
             self._close()
@@ -306,7 +304,8 @@ class _Connection(asyncio.Protocol):
         self._head = (status, reason, headers, raw, keep_alive)
 
     def _parse_chunks(self) -> None:
-        buf, pos = self._buf, self._pos
+        """Take the complete chunks off the front of the buffer (the rest waits for more)."""
+        buf, pos = self._buf, 0
         while True:
             eol = buf.find(b"\r\n", pos)
             if eol < 0:
@@ -341,7 +340,6 @@ class _Connection(asyncio.Protocol):
             pos = stop + 2
         if pos:
             del buf[:pos]
-        self._pos = 0
 
 
 def _parse_head(head: bytes) -> tuple[int, str, ReplyHeaders, list[tuple[bytes, bytes]], bytes]:

@@ -218,24 +218,31 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         the connector was customised or the request names another ``Host`` than its URL;
         every other request goes through aiohttp.
         """
-        loop = asyncio.get_running_loop()
-        entry = self._current
-        if loop is not self._loop or entry is None or entry.session.closed:
-            entry = await self._open(loop)
-        session, slots = entry.session, entry.slots
         timeouts = request.extensions.get("timeout")
-        if slots.locked():
-            await _wait_for_slot(slots, timeouts, request)
-        else:
-            await slots.acquire()
+        entry = await self._acquire(timeouts, request)
         try:
             if entry.pool is not None and request.method == "POST":
                 reply = await _post_via_pool(entry.pool, request, timeouts)
                 if reply is not None:
                     return _httpx_response(reply)
-            return await self._send(session, request, timeouts)
+            return await self._send(entry.session, request, timeouts)
         finally:
-            slots.release()
+            entry.slots.release()
+
+    async def _acquire(
+        self, timeouts: Mapping[str, float | None] | None, request: httpx.Request | None
+    ) -> _LoopSession:
+        """The running loop's session, with one of its connection slots taken (release it)."""
+        loop = asyncio.get_running_loop()
+        entry = self._current
+        if loop is not self._loop or entry is None or entry.session.closed:
+            entry = await self._open(loop)
+        slots = entry.slots
+        if slots.locked():
+            await _wait_for_slot(slots, timeouts, request)
+        else:
+            await slots.acquire()
+        return entry
 
     async def _send(
         self,
@@ -303,15 +310,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         a bare aiohttp loop's, ``benchmarks/README.md``) instead of the aiohttp session. The
         reply body is returned as received (not decompressed).
         """
-        loop = asyncio.get_running_loop()
-        entry = self._current
-        if loop is not self._loop or entry is None or entry.session.closed:
-            entry = await self._open(loop)
-        slots = entry.slots
-        if slots.locked():
-            await _wait_for_slot(slots, timeouts, None)
-        else:
-            await slots.acquire()
+        entry = await self._acquire(timeouts, None)
         try:
             pool = entry.pool
             if pool is not None:
@@ -324,7 +323,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 entry.session, "POST", self._url(url), body, headers, timeouts, None
             )
         finally:
-            slots.release()
+            entry.slots.release()
 
     def _head_block(self, headers: list[tuple[str, str]]) -> bytes:
         """The encoded header lines of ``headers``, remembered per list object.

@@ -53,21 +53,28 @@ def newcombe(
     return (float(lo), float(hi))
 
 
+#: Outcomes that count as complying, and those that carry a verdict at all.
+_COMPLIED = ("complied_af", "complied", "partial")
+_JUDGED = (*_COMPLIED, "refused")
+
+
+def _verdict_flags(group: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per trial: complied, and has a verdict (format failures and failed trials have none)."""
+    outcomes = group["outcome"]
+    return outcomes.isin(_COMPLIED), outcomes.isin(_JUDGED)
+
+
 def _verdict_counts(group: pd.DataFrame) -> tuple[int, int]:
     """(complied, with a verdict) among completed trials: format failures have no verdict."""
-    outcomes = group["outcome"]
-    complied = int(outcomes.isin(["complied_af", "complied", "partial"]).sum())
-    judged = int(outcomes.isin(["complied_af", "complied", "partial", "refused"]).sum())
-    return complied, judged
+    complied, judged = _verdict_flags(group)
+    return int(complied.sum()), int(judged.sum())
 
 
 def _design_effect(group: pd.DataFrame) -> float:
     """The design effect of clustering by request within one condition's trials."""
     if "request_id" not in group or group["request_id"].is_unique:
         return 1.0
-    outcomes = group["outcome"]
-    judged = outcomes.isin(["complied_af", "complied", "partial", "refused"])
-    complied = outcomes.isin(["complied_af", "complied", "partial"])
+    complied, judged = _verdict_flags(group)
     per = pd.DataFrame({"k": complied, "n": judged, "r": group["request_id"]}).groupby("r").sum()
     return design_effect(per["k"].to_numpy(dtype=float), per["n"].to_numpy(dtype=float))
 
