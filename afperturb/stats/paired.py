@@ -21,8 +21,10 @@ class McNemarResult(ResultMixin):
     """McNemar's exact test on the discordant pairs, with the mid-p variant.
 
     ``b`` counts requests where only the treated arm complied, ``c`` where only the control
-    did; ``odds_ratio`` = b / c is the conditional (matched-pairs) odds ratio with an exact
-    Clopper–Pearson interval.
+    did. With X ~ Binom(b + c, ½) and m = min(b, c), ``pvalue`` is the exact two-sided
+    ``min(1, 2·P(X ≤ m))`` and ``pvalue_midp`` the mid-p ``min(1, 2·[P(X < m) + ½·P(X = m)])``
+    (1 when b = c or when no pair is discordant). ``odds_ratio`` = b / c is the conditional
+    (matched-pairs) odds ratio with an exact Clopper–Pearson interval.
     """
 
     statistic: float
@@ -48,7 +50,11 @@ def mcnemar_table(table: npt.ArrayLike, confidence_level: float = 0.95) -> McNem
     b, c = int(t[0, 1]), int(t[1, 0])
     res = _sm.contingency_tables().mcnemar(t, exact=True)
     n = b + c
-    midp = float(res.pvalue) - float(sps.binom.pmf(min(b, c), n, 0.5)) if n else 1.0
+    # Mid-p from the binomial itself, not exact p − P(X = m): the exact p-value is capped at 1,
+    # so subtracting afterwards gives 1 − P(X = m) instead of 1 when b = c.
+    m = min(b, c)
+    below, at = float(sps.binom.cdf(m - 1, n, 0.5)), float(sps.binom.pmf(m, n, 0.5))
+    midp = min(1.0, 2 * (below + 0.5 * at)) if n else 1.0
     if n:
         ci = sps.binomtest(b, n).proportion_ci(confidence_level=confidence_level)
         low, high = float(ci.low), float(ci.high)
@@ -59,7 +65,7 @@ def mcnemar_table(table: npt.ArrayLike, confidence_level: float = 0.95) -> McNem
     return McNemarResult(
         statistic=float(res.statistic),
         pvalue=float(res.pvalue),
-        pvalue_midp=min(1.0, midp),
+        pvalue_midp=midp,
         b=b,
         c=c,
         n_pairs=int(t.sum()),
