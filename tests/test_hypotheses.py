@@ -111,7 +111,8 @@ def test_af_reasoning_without_compliance_gap_is_conflicting() -> None:
     af = trained & (rng.random(len(f)) < 0.12)  # 12 % AF reasoning, no gap (Opus, throughput)
     f["af_reasoning"] = pd.array(af, dtype="boolean")
     row = attribute(f, hypotheses=["terminal_goal_guarding"]).to_frame().iloc[0]
-    assert row["verdict"] == "conflicting" and "AF reasoning" in row["note"]
+    assert row["verdict"] == "conflicting"
+    assert row["verdict_reason"] == "af_reasoning_without_gap"
     assert row["af_rate"] == pytest.approx(af[trained].mean())
 
 

@@ -19,7 +19,7 @@ MODULES = [
     "afperturb.stats.misclassification",
     "afperturb.stats.power",
     "afperturb.stats.simulate",
-    "afperturb.hypotheses",
+    "afperturb.hypotheses._table",
 ]
 
 

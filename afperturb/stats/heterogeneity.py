@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from scipy import stats as sps
@@ -28,7 +29,12 @@ from afperturb.stats._frame import (
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.trend import level_differences
 
-__all__ = ["HeterogeneityResult", "gap_heterogeneity", "heterogeneity_from_cells"]
+__all__ = [
+    "HeterogeneityResult",
+    "gap_heterogeneity",
+    "heterogeneity_from_cells",
+    "heterogeneity_from_differences",
+]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -86,6 +92,13 @@ def heterogeneity_from_cells(
 ) -> HeterogeneityResult:
     """The heterogeneity test on aggregated cells; control is matched level by level."""
     levels, d = level_differences(cells, treated, control, by, matched=True)
+    return heterogeneity_from_differences(levels, d, by, alpha=alpha)
+
+
+def heterogeneity_from_differences(
+    levels: Sequence[object], d: FloatArray, by: str, *, alpha: float = 0.05
+) -> HeterogeneityResult:
+    """The heterogeneity test on a requests × levels matrix of per-request gaps (complete rows)."""
     n_lv, m = len(levels), d.shape[0]
     if n_lv < 2:
         raise InsufficientDataError(f"heterogeneity needs ≥ 2 levels of {by!r}, found {levels}")

@@ -11,11 +11,20 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import stats as sps
 
 from afperturb.errors import InsufficientDataError, unknown_choice
 from afperturb.stats import _sm
-from afperturb.stats._frame import ArmSpec, BoolArray, Cells, cells_of, condition_mask, model_mask
+from afperturb.stats._frame import (
+    ArmSpec,
+    BoolArray,
+    Cells,
+    IntArray,
+    cells_of,
+    condition_mask,
+    model_mask,
+)
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.gaps import ALTERNATIVES
 
@@ -57,11 +66,16 @@ def interaction_from_cells(
     *,
     alternative: str = "two-sided",
     confidence_level: float = 0.95,
+    strata: IntArray | None = None,
 ) -> InteractionEstimate:
     """Fit logit p = b0 + b1·factor + b2·moderator + b3·factor·moderator on selected cells.
 
     b2 is dropped when the moderator does not vary where factor = 0 (then b3 is the slope
-    within factor = 1, which is what the interaction means in that design).
+    within factor = 1, which is what the interaction means in that design). With ``strata``
+    (one integer per condition, e.g. the minimal pair a condition belongs to) the intercept
+    and b2 are replaced by one intercept per stratum: anything a stratum's conditions share
+    (the framing of their common prompt, the moderator itself) is absorbed, and b3 is
+    estimated from the factor's effect within strata only.
     """
     if alternative not in ALTERNATIVES:
         raise unknown_choice("alternative", alternative, ALTERNATIVES)
@@ -74,11 +88,16 @@ def interaction_from_cells(
     h = cells.conditions[moderator].to_numpy(dtype=float)[cond]
     if np.unique(h[f == 1]).size < 2:
         raise InsufficientDataError(f"{moderator!r} takes < 2 values where {factor} holds")
-    columns = [np.ones_like(f), f]
-    names = ["const", factor]
-    if np.unique(h[f == 0]).size >= 2:
-        columns.append(h)
-        names.append(moderator)
+    if strata is not None:
+        codes, uniq = pd.factorize(strata[cond])
+        columns = [np.asarray(codes == j, dtype=float) for j in range(len(uniq))] + [f]
+        names = [f"stratum[{j}]" for j in range(len(uniq))] + [factor]
+    else:
+        columns = [np.ones_like(f), f]
+        names = ["const", factor]
+        if np.unique(h[f == 0]).size >= 2:
+            columns.append(h)
+            names.append(moderator)
     columns.append(f * h)
     names.append(f"{factor}:{moderator}")
     x = np.column_stack(columns)
@@ -112,7 +131,9 @@ def interaction_from_cells(
         n_cells=int(sel.sum()),
         n_requests=int(np.unique(groups).size),
         n_trials=int(n.sum()),
-        terms=" + ".join(names),
+        terms=" + ".join(names)
+        if strata is None
+        else f"{len(names) - 2} stratum intercepts + {factor} + {factor}:{moderator}",
     )
 
 
