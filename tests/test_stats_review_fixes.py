@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
 from scipy import stats
+from statsmodels.stats.proportion import proportion_confint
 
 import afperturb.stats as st
 
@@ -31,3 +35,98 @@ def test_mcnemar_midp_by_hand_and_scipy_binom(b: int, c: int, hand: float) -> No
     assert r.pvalue_midp == pytest.approx(hand, abs=1e-12)
     assert r.pvalue_midp == pytest.approx(ref, abs=1e-12)
     assert r.pvalue_midp <= r.pvalue
+
+
+# ---------------------------------------------------- misclassification (Rogan–Gladen)
+
+
+def _ordered(r: st.CorrectedRate, *intervals: tuple[float, float]) -> bool:
+    ok = 0.0 <= r.ci_low <= r.estimate <= r.ci_high <= 1.0
+    return ok and all(0.0 <= low <= high <= 1.0 for low, high in intervals)
+
+
+def test_corrected_rate_interval_inside_unit_interval_and_ordered() -> None:
+    # The reported case: raw rate 0.02 below 1 − Sp = 0.1. The old Wald interval was
+    # [0, −0.066]; the whole Wilson interval of the raw rate (≤ 0.070) maps below 0.
+    low = st.correct_misclassification(2, 100, 0.9, 0.9)
+    assert low.unclipped == pytest.approx(-0.1) and low.estimate == 0.0
+    assert (low.ci_low, low.ci_high) == (0.0, 0.0)
+    # Raw rate 0.97 above Se = 0.9, and so is its Wilson interval (≥ 0.915): pinned at 1.
+    high = st.correct_misclassification(97, 100, 0.9, 0.9)
+    assert (high.estimate, high.ci_low, high.ci_high) == (1.0, 1.0, 1.0)
+    # Raw rates just beyond 1 − Sp or Se: the estimate is clipped, the interval reaches inside.
+    near_low = st.correct_misclassification(8, 100, 0.9, 0.9)
+    assert near_low.estimate == 0.0 == near_low.ci_low < near_low.ci_high < 0.2
+    near_high = st.correct_misclassification(92, 100, 0.9, 0.9)
+    assert near_high.estimate == 1.0 == near_high.ci_high > near_high.ci_low > 0.8
+    # Every count, below 1 − Sp, between, and above Se, with and without judge uncertainty.
+    for n in (20, 60):
+        for se, sp in ((0.9, 0.9), (0.7, 0.95), (1.0, 0.8)):
+            for judge_n in (None, 30):
+                for k in range(n + 1):
+                    r = st.correct_misclassification(
+                        k, n, se, sp, sensitivity_n=judge_n, specificity_n=judge_n
+                    )
+                    levels = [r.confidence_interval(c) for c in (0.5, 0.95, 0.99)]
+                    assert _ordered(r, *levels), (k, n, se, sp, judge_n, r, levels)
+                    assert levels[0][0] >= levels[2][0] and levels[0][1] <= levels[2][1]
+                    assert levels[1] == pytest.approx((r.ci_low, r.ci_high))
+
+
+def test_corrected_rate_interval_is_mapped_wilson_plus_mover() -> None:
+    """Reference: statsmodels' Wilson intervals combined by hand."""
+    r = st.correct_misclassification(30, 100, 0.9, 0.95)
+    # proportion_confint(30, 100, method="wilson") = (0.21894885294932756, 0.39584854633346667)
+    wl, wu = 0.21894885294932756, 0.39584854633346667
+    assert (r.ci_low, r.ci_high) == pytest.approx(((wl - 0.05) / 0.85, (wu - 0.05) / 0.85))
+    j = st.correct_misclassification(30, 100, 0.9, 0.95, sensitivity_n=50, specificity_n=80)
+    pi, youden = 0.25 / 0.85, 0.85
+    se_l, se_u = proportion_confint(45, 50, method="wilson")
+    sp_l, sp_u = proportion_confint(76, 80, method="wilson")
+    # ∂π/∂p = 1/J > 0, ∂π/∂Se = −π/J < 0, ∂π/∂Sp = (1 − π)/J > 0
+    down = (0.3 - wl) ** 2 + (pi * (se_u - 0.9)) ** 2 + ((1 - pi) * (0.95 - sp_l)) ** 2
+    up = (wu - 0.3) ** 2 + (pi * (0.9 - se_l)) ** 2 + ((1 - pi) * (sp_u - 0.95)) ** 2
+    assert j.ci_low == pytest.approx(pi - math.sqrt(down) / youden)
+    assert j.ci_high == pytest.approx(pi + math.sqrt(up) / youden)
+    assert j.ci_low < r.ci_low and j.ci_high > r.ci_high
+
+
+def _exact_coverage(n: int, se: float, sp: float, pi: float) -> float:
+    """P(π in the interval) summed over every count, positives ~ Binom(n, p(π))."""
+    ks = np.arange(n + 1)
+    weights = stats.binom.pmf(ks, n, pi * se + (1 - pi) * (1 - sp))
+    hits = np.zeros(n + 1)
+    for k in range(n + 1):
+        r = st.correct_misclassification(k, n, se, sp)
+        hits[k] = r.ci_low <= pi <= r.ci_high
+    return float(weights @ hits)
+
+
+def test_corrected_rate_exact_coverage_near_boundaries() -> None:
+    """Se and Sp known: coverage by enumerating every count (no simulation). The mapped
+    Wilson interval covers π exactly when Wilson's covers the raw rate, so its coverage is
+    Wilson's; the old clipped Wald interval dropped to 0.85 at π = 0.02 (0.89 at π = 0.1)."""
+    n, se, sp = 50, 0.85, 0.95
+    # measured: 0.962 0.955 0.958 0.968 0.932 0.946 0.970 (Wald: 0.920 0.846 0.942 0.894 ...)
+    for pi in (0.0, 0.02, 0.05, 0.1, 0.95, 0.98, 1.0):
+        assert _exact_coverage(n, se, sp, pi) >= 0.93, pi
+    pi = 0.1
+    p = pi * se + (1 - pi) * (1 - sp)
+    ks = np.arange(n + 1)
+    wilson = [proportion_confint(k, n, method="wilson") for k in ks]
+    covered = np.array([low <= p <= high for low, high in wilson], dtype=float)
+    assert _exact_coverage(n, se, sp, pi) == pytest.approx(stats.binom.pmf(ks, n, p) @ covered)
+
+
+def test_corrected_rate_coverage_with_estimated_judge_near_zero() -> None:
+    """Simulation (fixed seed, 400 studies): π = 0.01, 1,000 trials, Se = 0.8 and Sp = 0.97
+    each estimated from 50 labelled cases. Measured: 0.97 (Wald terms for the judge: 0.78)."""
+    rng = np.random.default_rng(3)
+    pi, n, nv, se_true, sp_true = 0.01, 1000, 50, 0.8, 0.97
+    hits = 0
+    for _ in range(400):
+        k = rng.binomial(n, pi * se_true + (1 - pi) * (1 - sp_true))
+        se_hat, sp_hat = rng.binomial(nv, se_true) / nv, rng.binomial(nv, sp_true) / nv
+        r = st.correct_misclassification(k, n, se_hat, sp_hat, sensitivity_n=nv, specificity_n=nv)
+        hits += r.ci_low <= pi <= r.ci_high
+    assert 0.93 <= hits / 400 <= 0.99

@@ -125,7 +125,10 @@ def test_rogan_gladen_delta_method() -> None:
     se = math.sqrt(0.3 * 0.7 / 100) / 0.85
     assert r.estimate == pytest.approx(0.25 / 0.85)
     assert r.se == pytest.approx(se)
-    assert r.ci_low == pytest.approx(0.25 / 0.85 - stats.norm.ppf(0.975) * se)
+    # The interval is Wilson's on the raw rate mapped through the correction (no longer the
+    # clipped Wald interval, which could leave [0, 1] inverted; issue 13):
+    # proportion_confint(30, 100, method="wilson")[0] = 0.21894885294932756
+    assert r.ci_low == pytest.approx((0.21894885294932756 - 0.05) / 0.85)
     with_judge = st.correct_misclassification(
         30, 100, 0.9, 0.95, sensitivity_n=50, specificity_n=80
     )
