@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
-from statsmodels.stats.proportion import proportion_confint
+from statsmodels.stats import proportion as smp
+from statsmodels.stats.proportion import confint_proportions_2indep, proportion_confint
 
 import afperturb.stats as st
 
@@ -130,3 +132,101 @@ def test_corrected_rate_coverage_with_estimated_judge_near_zero() -> None:
         r = st.correct_misclassification(k, n, se_hat, sp_hat, sensitivity_n=nv, specificity_n=nv)
         hits += r.ci_low <= pi <= r.ci_high
     assert 0.93 <= hits / 400 <= 0.99
+
+
+# ------------------------------------------- unpaired gap: Newcombe respects clustering
+
+
+def _unpaired_frame(
+    rng: np.random.Generator,
+    requests: int,
+    samples: int,
+    beta_treated: tuple[float, float],
+    beta_control: tuple[float, float],
+) -> pd.DataFrame:
+    """Two arms on disjoint requests; each request's own rate drawn from a Beta, then
+    ``samples`` trials of it (a request effect shared by its samples)."""
+    parts = []
+    for arm, (a, b) in (("pro", beta_treated), ("ent", beta_control)):
+        rate = rng.beta(a, b, size=requests)
+        y = rng.random((requests, samples)) < rate[:, None]
+        parts.append(
+            pd.DataFrame(
+                {
+                    "model": "m",
+                    "condition_id": f"c-{arm}",
+                    "tier": arm,
+                    "request_id": np.repeat([f"{arm}{i}" for i in range(requests)], samples),
+                    "sample": np.tile(np.arange(samples), requests),
+                    "status": "completed",
+                    "complied": pd.array(y.ravel(), dtype="boolean"),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _hand_deff(f: pd.DataFrame, arm: str) -> tuple[float, float, float]:
+    """(successes, trials, design effect) of one arm, the design effect computed by hand:
+    cluster-robust variance of the pooled rate (requests as clusters) over the binomial."""
+    per = f[f["tier"] == arm].groupby("request_id")["complied"]
+    k, n = per.sum().to_numpy(float), per.size().to_numpy(float)
+    m, total, p = len(n), n.sum(), k.sum() / n.sum()
+    robust = m / (m - 1) * ((k - p * n) ** 2).sum() / total**2
+    return float(k.sum()), float(total), max(1.0, robust / (p * (1 - p) / total))
+
+
+def test_unpaired_gap_one_trial_per_request_is_plain_newcombe() -> None:
+    f = _unpaired_frame(np.random.default_rng(4), 150, 1, (0.8, 1.2), (0.6, 1.4))
+    g = st.compliance_gap(f, {"tier": "pro"}, {"tier": "ent"})
+    kt, nt, _ = _hand_deff(f, "pro")
+    kc, nc, _ = _hand_deff(f, "ent")
+    low, high = confint_proportions_2indep(kt, nt, kc, nc, method="newcomb", compare="diff")
+    test = smp.test_proportions_2indep(kt, nt, kc, nc, method="score", compare="diff")
+    assert g.method == "newcombe" and (g.n_treated, g.n_control) == (150, 150)
+    # Equal to rounding (alpha = 1 − 0.95 inside is 0.05000000000000004), as before the fix.
+    assert (g.ci_low, g.ci_high) == pytest.approx((low, high), rel=1e-12)
+    assert g.pvalue == pytest.approx(test.pvalue, rel=1e-12)
+    assert g.confidence_interval(0.95) == (g.ci_low, g.ci_high)
+    assert g._counts == (kt, nt, kc, nc)  # design effect exactly 1: trial counts untouched
+
+
+def test_unpaired_gap_uses_effective_counts_with_several_samples() -> None:
+    f = _unpaired_frame(np.random.default_rng(5), 60, 5, (0.8, 1.2), (0.6, 1.4))
+    g = st.compliance_gap(f, {"tier": "pro"}, {"tier": "ent"})
+    kt, nt, dt = _hand_deff(f, "pro")
+    kc, nc, dc = _hand_deff(f, "ent")
+    assert dt > 1.5 and dc > 1.5
+    eff = (kt / dt, nt / dt, kc / dc, nc / dc)
+    # confint_proportions_2indep(k_t/deff_t, n_t/deff_t, k_c/deff_c, n_c/deff_c, "newcomb")
+    low, high = confint_proportions_2indep(*eff, method="newcomb", compare="diff")
+    test = smp.test_proportions_2indep(*eff, method="score", compare="diff")
+    assert (g.ci_low, g.ci_high) == pytest.approx((low, high), rel=1e-12)
+    assert g.pvalue == pytest.approx(test.pvalue, rel=1e-12)
+    assert g.estimate == pytest.approx(kt / nt - kc / nc)
+    assert (g.n_treated, g.n_control) == (300, 300)  # trial counts, not effective ones
+    plain = confint_proportions_2indep(kt, nt, kc, nc, method="newcomb", compare="diff")
+    assert g.ci_high - g.ci_low > 1.4 * (plain[1] - plain[0])
+    tost = st.tost_from_gap(g, 0.05)  # the unpaired TOST reads the same effective counts
+    assert tost.method == "tost (newcombe)"
+
+
+def test_unpaired_gap_coverage_with_clustered_samples() -> None:
+    """Simulation (fixed seed, 300 studies): 60 requests per arm, disjoint, 5 samples each,
+    request rates Beta(0.8, 1.2) vs Beta(0.6, 1.4) (means 0.4 and 0.3, intra-request
+    correlation 1/3, design effect ≈ 1 + 4/3). Measured: Newcombe on effective counts 0.94,
+    on trial counts 0.81 (mean design effect 2.33)."""
+    rng = np.random.default_rng(1)
+    replicates, true_gap = 300, 0.1
+    clustered = naive = 0
+    for _ in range(replicates):
+        f = _unpaired_frame(rng, 60, 5, (0.8, 1.2), (0.6, 1.4))
+        g = st.compliance_gap(f, {"tier": "pro"}, {"tier": "ent"})
+        assert g.method == "newcombe"
+        clustered += g.ci_low <= true_gap <= g.ci_high
+        kt, nt = round(g.rate_treated * g.n_treated), g.n_treated
+        kc, nc = round(g.rate_control * g.n_control), g.n_control
+        low, high = confint_proportions_2indep(kt, nt, kc, nc, method="newcomb", compare="diff")
+        naive += low <= true_gap <= high
+    assert 0.91 <= clustered / replicates <= 0.99
+    assert naive / replicates < 0.88 and naive < clustered - 0.08 * replicates
