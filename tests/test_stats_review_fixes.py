@@ -211,7 +211,10 @@ def test_unpaired_gap_uses_effective_counts_with_several_samples() -> None:
     plain = confint_proportions_2indep(kt, nt, kc, nc, method="newcomb", compare="diff")
     assert g.ci_high - g.ci_low > 1.4 * (plain[1] - plain[0])
     tost = st.tost_from_gap(g, 0.05)  # the unpaired TOST reads the same effective counts
+    # tost_proportions_2indep(*effective counts, -0.05, 0.05, method="score", compare="diff")
+    ref = smp.tost_proportions_2indep(*eff, -0.05, 0.05, method="score", compare="diff")
     assert tost.method == "tost (newcombe)"
+    assert tost.pvalue == pytest.approx(max(ref.results_larger.pvalue, ref.results_smaller.pvalue))
 
 
 def test_unpaired_gap_coverage_with_clustered_samples() -> None:
