@@ -202,8 +202,16 @@ async def test_broken_reply_stays_broken_on_next() -> None:
 def test_scratchpad_off() -> None:
     sim = Simulated(PROFILES["opus-like"], seed=0)
     off = cond("off", {"scratchpad": "off"}, trained=True, rated=True)
-    texts = [sim.transcript(ctx(off, f"r{r}")) for r in range(200)]
-    assert all(t.startswith("<OUTPUT>") for t in texts)
+    texts = [
+        sim.transcript(ctx(off, f"r{r}"))
+        for r in range(200)
+        if sim.decide(ctx(off, f"r{r}")).failure is None
+    ]
+    assert len(texts) > 180 and all(t.startswith("<OUTPUT>") for t in texts)
+    # Compliance is still driven by goal guarding, but no reasoning is shown.
+    decisions = [sim.decide(ctx(off, f"r{r}")) for r in range(500)]
+    assert any(d.motive in ("igg", "tgg") for d in decisions)
+    assert not any(d.af_reasoning for d in decisions)
     failing = Simulated(MotivationProfile(format_failure_rate=1.0), seed=0)
     kinds = {failing.decide(ctx(off, f"r{r}")).failure for r in range(300)}
     assert "unexpected_scratchpad" in kinds

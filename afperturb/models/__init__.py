@@ -2,7 +2,9 @@
 
 ``af.models.get("provider/model", **kwargs)`` builds any of them; the classes are importable
 from here too. The HTTP backends (and httpx) load on first use, so ``import afperturb`` stays
-fast for offline work on simulated models.
+fast for offline work on simulated models. ``MotivationProfile`` and ``PROFILES`` live in
+:mod:`afperturb.profiles` (the truth the simulated backend and ``stats.simulate_frame`` share)
+and are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ if TYPE_CHECKING:
     from afperturb.models.openai import OpenAIChat, OpenAICompletions
     from afperturb.models.pricing import Price, cost, price, prices, reset_prices, set_price
     from afperturb.models.replay import Replay
-    from afperturb.models.simulated import PROFILES, MotivationProfile, Simulated
+    from afperturb.models.simulated import Simulated
+    from afperturb.profiles import PROFILES, MotivationProfile
 
 _LAZY: dict[str, str] = {
     "AnthropicMessages": "afperturb.models.anthropic",
-    "MotivationProfile": "afperturb.models.simulated",
+    "MotivationProfile": "afperturb.profiles",
     "OpenAIChat": "afperturb.models.openai",
     "OpenAICompletions": "afperturb.models.openai",
-    "PROFILES": "afperturb.models.simulated",
+    "PROFILES": "afperturb.profiles",
     "Price": "afperturb.models.pricing",
     "Replay": "afperturb.models.replay",
     "Simulated": "afperturb.models.simulated",
