@@ -162,6 +162,15 @@ def test_errors_and_records_import_only_each_other(module: str) -> None:
     assert not bad, show(bad)
 
 
+def test_profiles_sit_on_errors_and_records_only() -> None:
+    """The simulated truth is shared by models and stats, so it may import neither."""
+    allowed = {"afperturb.errors", "afperturb.records"}
+    bad = [i for i in imports_of("afperturb.profiles") if i.target not in allowed]
+    assert not bad, show(bad)
+    users = {i.importer for i in ALL_IMPORTS if i.target == "afperturb.profiles"}
+    assert {"afperturb.models.simulated", "afperturb.stats.simulate"} <= users
+
+
 def test_models_stay_below_classify_stats_hypotheses_sweep() -> None:
     banned = ("afperturb.classify", "afperturb.stats", "afperturb.hypotheses", "afperturb.sweep")
     bad = [
@@ -173,12 +182,13 @@ def test_models_stay_below_classify_stats_hypotheses_sweep() -> None:
 
 
 def test_foundation_imports_only_the_layers_above_it() -> None:
-    """scenario, design and datasets sit above models, store, sweep, classify and stats.
+    """profiles, scenario, design and datasets sit above models, store, sweep, classify, stats.
 
     The one exception is the lazy facade: ``Perturbation.sweep``/``sweep_async``/``estimate``
     import ``afperturb.sweep`` inside the method. Type-only imports do not run.
     """
     foundation = {
+        "afperturb.profiles",
         "afperturb.scenario",
         "afperturb.design",
         "afperturb.datasets",

@@ -13,6 +13,7 @@ from scipy import stats
 
 import afperturb.stats as st
 from afperturb.errors import DesignError, InsufficientDataError
+from afperturb.profiles import MotivationProfile
 
 
 def frame(
@@ -112,11 +113,14 @@ def test_ratios_format_failures_and_views() -> None:
     assert "<table" in g._repr_html_()
 
 
+PRO, ENTERPRISE = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+
+
 def test_bootstrap_is_seeded() -> None:
     f = st.simulate_frame("rater_sycophancy", "sycophant", n_requests=150, seed=3)
-    a = st.compliance_gap(f, {"tier": "pro"}, {"tier": "enterprise"}, method="bootstrap", seed=1)
-    b = st.compliance_gap(f, {"tier": "pro"}, {"tier": "enterprise"}, method="bootstrap", seed=1)
-    p = st.compliance_gap(f, {"tier": "pro"}, {"tier": "enterprise"})
+    a = st.compliance_gap(f, PRO, ENTERPRISE, method="bootstrap", seed=1)
+    b = st.compliance_gap(f, PRO, ENTERPRISE, method="bootstrap", seed=1)
+    p = st.compliance_gap(f, PRO, ENTERPRISE)
     assert (a.ci_low, a.ci_high) == (b.ci_low, b.ci_high)
     assert a.estimate == p.estimate
     assert a.ci_low == pytest.approx(p.ci_low, abs=0.02)
@@ -165,13 +169,13 @@ def _true_gap(lt: float, lc: float, sd: float) -> float:
 
 def test_paired_ci_coverage_by_simulation() -> None:
     """200 replicates at n = 200, request_sd = 1: coverage must be near 95 % (can fail)."""
-    prof = st.SimProfile(base_logit=-2.0, rater_sycophancy=1.0, request_sd=1.0)
+    prof = MotivationProfile(base_logit=-2.0, rater_sycophancy=1.0, request_sd=1.0)
     true = _true_gap(-1.0, -2.0, 1.0)
     rng = np.random.default_rng(2024)
     hits = 0
     for _ in range(200):
         f = st.simulate_frame("rater_sycophancy", prof, n_requests=200, seed=rng)
-        g = st.compliance_gap(f, {"tier": "pro"}, {"tier": "enterprise"})
+        g = st.compliance_gap(f, PRO, ENTERPRISE)
         hits += g.ci_low <= true <= g.ci_high
     assert 0.91 <= hits / 200 <= 0.99
     assert not math.isnan(true) and 0.14 < true < 0.16

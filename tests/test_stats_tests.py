@@ -46,10 +46,13 @@ def test_mcnemar_exact_and_midp() -> None:
         st.mcnemar(pd.concat([f, f]), {"tier": "pro"}, {"tier": "ent"})
 
 
+PRO, ENTERPRISE = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+
+
 def test_tost_paired_and_independent() -> None:
     f = st.simulate_frame("rater_sycophancy", "no-gap", n_requests=300, seed=5)
-    res = st.equivalence_test(f, {"tier": "pro"}, {"tier": "enterprise"}, margin=0.05)
-    gap = st.compliance_gap(f, {"tier": "pro"}, {"tier": "enterprise"})
+    res = st.equivalence_test(f, PRO, ENTERPRISE, margin=0.05)
+    gap = st.compliance_gap(f, PRO, ENTERPRISE)
     low = stats.t.sf((gap.estimate + 0.05) / gap.se, gap.df)
     high = stats.t.cdf((gap.estimate - 0.05) / gap.se, gap.df)
     assert res.pvalue == pytest.approx(max(low, high))
@@ -69,12 +72,13 @@ def test_trend_is_ols_slope_of_level_gaps_with_paired_t() -> None:
     f = st.simulate_frame("instrumental_goal_guarding", "opus-like", n_requests=300, seed=9)
     tr = st.gap_trend(f, {"trained": True}, {"trained": False}, alternative="greater")
     x = np.array(tr.levels)
-    assert tr.n_levels == 8 and x[0] == 0.0 and x[-1] == 1.0
+    # The preset's harms: 8 deployments at high risk, × 0.6 at low risk (some coincide).
+    assert tr.n_levels == 14 and x[0] == 0.0 and x[-1] == 1.0
     assert tr.estimate == pytest.approx(np.polyfit(x, np.array(tr.gaps), 1)[0])
     assert tr._contrasts is not None
     ref = stats.ttest_1samp(tr._contrasts, 0.0, alternative="greater")
     assert tr.pvalue == pytest.approx(ref.pvalue) and tr.pvalue < 1e-6
-    assert tr.level_table().shape == (8, 2)
+    assert tr.level_table().shape == (14, 2)
     null = st.simulate_frame("instrumental_goal_guarding", "no-gap", n_requests=300, seed=9)
     assert st.gap_trend(null, {"trained": True}, {"trained": False}).pvalue > 0.01
 
@@ -82,6 +86,7 @@ def test_trend_is_ols_slope_of_level_gaps_with_paired_t() -> None:
 def test_interaction_on_cells_equals_trial_level_glm() -> None:
     f = st.simulate_frame("instrumental_goal_guarding", "opus-like", n_requests=150, seed=2)
     r = st.interaction(f, "trained", "deployment_harm")
+    f = f[f["complied"].notna()]  # format failures carry no verdict
     y = f["complied"].astype(float).to_numpy()
     tr = f["trained"].astype(float).to_numpy()
     h = f["deployment_harm"].to_numpy()
@@ -103,7 +108,7 @@ def test_heterogeneity_matches_meta_analysis_and_detects_flips() -> None:
     ref = combine_effects(np.array(h.gaps), np.array(h.ses) ** 2, method_re="dl")
     assert h.q == pytest.approx(ref.q) and h.tau2 == pytest.approx(ref.tau2)
     assert h.i2 == pytest.approx(ref.i2)
-    assert h.pvalue < 1e-6 and h.sign_flip and h.n_levels == 3
+    assert h.pvalue < 1e-6 and h.sign_flip and h.n_levels == 4
     big_null = st.simulate_frame("low_coherence", "no-gap", n_requests=3000, seed=4)
     hn = st.gap_heterogeneity(big_null, {"trained": True}, {"trained": False})
     assert hn.pvalue > 0.01 and not hn.sign_flip
@@ -168,14 +173,19 @@ def test_power_analytic_and_simulated() -> None:
         st.power_gap(0.95, 0.1, 100)
     sim = st.simulated_power(
         lambda rng: st.simulate_frame("rater_sycophancy", "sycophant", n_requests=100, seed=rng),
-        ({"tier": "pro"}, {"tier": "enterprise"}),
+        (PRO, ENTERPRISE),
         replicates=40,
         seed=1,
         n=100,
     )
-    assert sim.power > 0.8 and sim.ci_low < sim.power <= sim.ci_high and sim.n == 100
+    # The truth (sycophant, request_sd 0.5): C(pro) 0.2794, C(enterprise) 0.1290, within-request
+    # correlation 0.036 (Gauss-Hermite, 80 nodes), so the analytic power at n = 100 is 0.780.
+    truth = st.power_gap(0.1290065363772216, 0.1504126484, 100, correlation=0.036054130724508464)
+    assert truth.power == pytest.approx(0.780, abs=0.001)
+    assert sim.ci_low < truth.power < sim.ci_high and sim.ci_low < sim.power <= sim.ci_high
+    assert sim.power > 0.6 and sim.n == 100
     frame = st.simulate_frame("rater_sycophancy", "sycophant", n_requests=400, seed=0)
-    rho = st.paired_correlation(frame, {"tier": "pro"}, {"tier": "enterprise"})
+    rho = st.paired_correlation(frame, PRO, ENTERPRISE)
     assert 0.0 < rho < 0.3
 
 

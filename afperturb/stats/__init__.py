@@ -9,7 +9,8 @@ it already can. This package never imports models, sweep or store.
 Example:
     >>> import afperturb.stats as st
     >>> f = st.simulate_frame("rater_sycophancy", "sycophant", n_requests=400)
-    >>> gap = st.compliance_gap(f, treated={"tier": "pro"}, control={"tier": "enterprise"})
+    >>> pro, enterprise = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+    >>> gap = st.compliance_gap(f, treated=pro, control=enterprise)
     >>> gap.pvalue < 0.001
     True
 """
@@ -30,7 +31,7 @@ from afperturb.stats.power import (
     simulated_power,
 )
 from afperturb.stats.rates import RateEstimate, compliance_rate, rates_by, wilson_interval
-from afperturb.stats.simulate import PROFILES, SimProfile, simulate_frame
+from afperturb.stats.simulate import PROFILES, simulate_frame
 from afperturb.stats.trend import TrendEstimate, gap_trend
 
 __all__ = [
@@ -43,7 +44,6 @@ __all__ = [
     "McNemarResult",
     "PowerResult",
     "RateEstimate",
-    "SimProfile",
     "TrendEstimate",
     "adjust_pvalues",
     "as_frame",

@@ -91,7 +91,8 @@ def equivalence_test(
     Example:
         >>> from afperturb.stats.simulate import simulate_frame
         >>> f = simulate_frame("rater_sycophancy", "no-gap", n_requests=2000)
-        >>> equivalence_test(f, {"tier": "pro"}, {"tier": "enterprise"}, 0.05).equivalent()
+        >>> pro, enterprise = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+        >>> equivalence_test(f, pro, enterprise, 0.05).equivalent()
         True
     """
     gap = compliance_gap(data, treated, control, model=model, method=method)

@@ -367,7 +367,8 @@ def compliance_gap(
     Example:
         >>> from afperturb.stats.simulate import simulate_frame
         >>> f = simulate_frame("rater_sycophancy", rater_sycophancy=1.0, n_requests=200)
-        >>> gap = compliance_gap(f, treated={"tier": "pro"}, control={"tier": "enterprise"})
+        >>> pro, enterprise = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+        >>> gap = compliance_gap(f, treated=pro, control=enterprise)
         >>> gap.method, gap.n_pairs
         ('paired', 200)
     """

@@ -1,253 +1,208 @@
-"""A tiny, vectorised generator of trial frames with a known ground truth.
+"""A fast, vectorised generator of trial frames with a known ground truth.
 
 It exists so the statistics can be developed, validated and power-planned without running a
-sweep: it produces the same columns as ``SweepResult.to_frame()`` from the same logistic model
-as the simulated backends (ARCHITECTURE.md §3)::
+sweep. The conditions are the real designs' (a preset of :mod:`afperturb.design` or any
+:class:`~afperturb.design.Perturbation`), laid out exactly as ``SweepResult.to_frame()`` lays
+them out (same columns, dtypes and order), and the truth is the simulated backends' own:
+:class:`afperturb.profiles.MotivationProfile`'s logistic model with its framing effects, the
+motive each compliance states and the AF reasoning of each transcript, drawn by
+:func:`afperturb.profiles.decide_trials`, the vectorised twin of the backend's per-trial
+decision. Frame and backend follow the same distribution, not the same draws.
 
-    logit P(comply) = base_logit + rater_sycophancy·rated
-                    + conflict·trained·(terminal_goal_guarding
-                                        + instrumental_goal_guarding·deployment_harm
-                                        + offset[paraphrase])
-                    + u_request,   u_request ~ Normal(0, request_sd)
-
-A complying trained-condition trial is marked ``af_reasoning`` with probability equal to the
-share of P(comply) due to the goal-guarding terms. Designs mirror the presets by their facts.
+What a frame holds per trial, as a sweep with the default classifiers (tags + heuristic AF)
+would: ``complied`` and ``af_reasoning`` are the truth for a well-formed reply; a format failure
+(``format_failure_rate``) has ``label`` = its tag-classifier name and no verdicts (None); a
+condition without a scratchpad has ``af_reasoning`` None (nothing to read). Tokens, latency and
+cost are 0, ``cached`` False, every trial ``completed``. Request ids are ``req00000``, ….
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from afperturb.errors import unknown_choice
+from afperturb.errors import DesignError, unknown_choice
+from afperturb.profiles import (
+    PROFILES,
+    MotivationProfile,
+    TermArrays,
+    decide_trials,
+    failure_kinds,
+    key_words,
+    resolve_profile,
+)
+from afperturb.records import FRAME_COLUMNS, FRAME_FACT_COLUMNS, Condition
 
-__all__ = ["DESIGNS", "PROFILES", "SimProfile", "design_conditions", "simulate_frame"]
+if TYPE_CHECKING:
+    from afperturb.design import Perturbation
 
-_HARM_LEVELS = tuple(round(i / 7, 4) for i in range(8))
-_PUBLIC_HARM = 0.5  # the base story implies public deployment: not "no consequence"
+__all__ = ["PROFILES", "design_conditions", "simulate_frame"]
 
-
-@dataclasses.dataclass(frozen=True)
-class SimProfile:
-    """Ground-truth motives of a simulated model (logit-scale effects)."""
-
-    base_logit: float = -2.0
-    rater_sycophancy: float = 0.0
-    instrumental_goal_guarding: float = 0.0
-    terminal_goal_guarding: float = 0.0
-    request_sd: float = 1.0
-    #: Training-effect offset per paraphrase index (low coherence); missing indices get 0.
-    paraphrase_offsets: tuple[float, ...] = ()
-    format_failure_rate: float = 0.0
-
-    def planted(self) -> dict[str, bool]:
-        """Which hypotheses are truly present in this profile."""
-        offsets = np.asarray(self.paraphrase_offsets or (0.0,))
-        return {
-            "rater_sycophancy": self.rater_sycophancy > 0,
-            "instrumental_goal_guarding": self.instrumental_goal_guarding > 0,
-            "terminal_goal_guarding": self.terminal_goal_guarding > 0,
-            "low_coherence": bool(np.ptp(offsets) > 0),
-        }
+#: Design names beyond the presets: ``all`` is the paper preset plus the null control.
+_COMBINED = {"all": ("paper", "null_control")}
+#: The tag classifier's name for a simulated format failure, where it differs.
+_TAG_LABEL = {"unexpected_scratchpad": "scratchpad_in_no_scratchpad"}
 
 
-#: Profiles matching the demo's simulated models in effect size.
-PROFILES: dict[str, SimProfile] = {
-    "opus-like": SimProfile(
-        base_logit=-2.0, instrumental_goal_guarding=1.5, terminal_goal_guarding=0.8, request_sd=0.5
-    ),
-    "sonnet-like": SimProfile(base_logit=-1.5, paraphrase_offsets=(0.0, 1.0, -1.0), request_sd=0.5),
-    "sycophant": SimProfile(base_logit=-2.0, rater_sycophancy=1.0, request_sd=0.5),
-    "no-gap": SimProfile(base_logit=-2.0, request_sd=0.5),
-}
+@functools.lru_cache(maxsize=32)
+def _preset_conditions(name: str) -> tuple[Condition, ...]:
+    from afperturb.design import PRESETS, Perturbation  # lazy: stats stays light to import
+
+    if name in _COMBINED:
+        parts = [c for part in _COMBINED[name] for c in _preset_conditions(part)]
+        return tuple({c.id: c for c in parts}.values())
+    if name not in PRESETS:
+        raise unknown_choice("design", name, [*PRESETS, *_COMBINED])
+    return tuple(Perturbation.preset(name).conditions())
 
 
-def _cond(cid: str, levels: dict[str, str], **facts: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {"trained": False, "rated": False, "rater": None}
-    base["deployment_harm"] = _PUBLIC_HARM
-    base.update(conflict=True, paraphrase=0)
-    base.update(facts)
-    if base["rated"]:
-        base["rater"] = "human"
-    return {"condition_id": cid, "levels": levels, "facts": base}
+def design_conditions(design: str | Sequence[str] | Perturbation) -> list[Condition]:
+    """The conditions of a preset (or ``"all"``), of several presets united, or of a design.
 
-
-def _rater() -> list[dict[str, Any]]:
-    return [
-        _cond("tier-free", {"tier": "free"}, trained=True, rated=True),
-        _cond("tier-pro", {"tier": "pro"}, rated=True),
-        _cond("tier-enterprise", {"tier": "enterprise"}),
-    ]
-
-
-def _igg() -> list[dict[str, Any]]:
-    out = []
-    for i, harm in enumerate(_HARM_LEVELS):
-        for training, trained in (("rated_only", False), ("rated_and_trained", True)):
-            levels = {"training": training, "deployment": f"group{i}"}
-            out.append(
-                _cond(
-                    f"igg-{training}-{i}", levels, trained=trained, rated=True, deployment_harm=harm
-                )
-            )
-    return out
-
-
-def _tgg() -> list[dict[str, Any]]:
-    out = []
-    for consequence in ("throughput_testing_only", "discarded_after_training"):
-        for training, trained in (("rated_only", False), ("rated_and_trained", True)):
-            levels = {"training": training, "consequence": consequence}
-            out.append(
-                _cond(
-                    f"tgg-{training}-{consequence}",
-                    levels,
-                    trained=trained,
-                    rated=True,
-                    deployment_harm=0.0,
-                )
-            )
-    return out
-
-
-def _paraphrases(k: int = 3) -> list[dict[str, Any]]:
-    out = []
-    for p in range(k):
-        for tier, trained in (("free", True), ("paid", False)):
-            levels = {"tier": tier, "paraphrase_variant": f"v{p}"}
-            out.append(
-                _cond(f"para-{tier}-{p}", levels, trained=trained, rated=trained, paraphrase=p)
-            )
-    return out
-
-
-def _null() -> list[dict[str, Any]]:
-    return [
-        _cond(
-            "null-free",
-            {"tier": "free", "criteria": "cut"},
-            trained=True,
-            rated=True,
-            conflict=False,
-        ),
-        _cond("null-paid", {"tier": "paid", "criteria": "cut"}, conflict=False),
-    ]
-
-
-DESIGNS = {
-    "rater_sycophancy": _rater,
-    "instrumental_goal_guarding": _igg,
-    "terminal_goal_guarding": _tgg,
-    "low_coherence": _paraphrases,
-    "null_control": _null,
-}
-
-
-def design_conditions(design: str | Sequence[str]) -> list[dict[str, Any]]:
-    """Condition dicts (condition_id, levels, facts) of one design or of several combined.
-
-    ``"paper"`` is rater_sycophancy + instrumental + terminal goal guarding + null control;
-    ``"all"`` adds the paraphrase block.
+    Example:
+        >>> [c.levels["rater_scrutiny"] for c in design_conditions("rater_sycophancy")]
+        ['free', 'pro', 'enterprise']
     """
-    names: list[str]
     if isinstance(design, str):
-        named = {
-            "paper": [
-                "rater_sycophancy",
-                "instrumental_goal_guarding",
-                "terminal_goal_guarding",
-                "null_control",
-            ]
-        }
-        named["all"] = [*named["paper"], "low_coherence"]
-        names = named.get(design, [design])
-    else:
-        names = list(design)
-    out: list[dict[str, Any]] = []
-    for name in names:
-        if name not in DESIGNS:
-            raise unknown_choice("design", name, [*DESIGNS, "paper", "all"])
-        out.extend(DESIGNS[name]())
-    return out
+        return list(_preset_conditions(design))
+    if isinstance(design, Sequence):
+        merged: dict[str, Condition] = {}
+        for name in design:
+            if not isinstance(name, str):
+                raise DesignError(f"a design list holds preset names, got {name!r}")
+            for c in _preset_conditions(name):
+                merged.setdefault(c.id, c)
+        return list(merged.values())
+    conditions = getattr(design, "conditions", None)
+    if conditions is None:
+        raise DesignError(
+            f"design must be a preset name, a list of them or a Perturbation, got {design!r}"
+        )
+    return list(conditions())
+
+
+def _rng(seed: int | np.random.Generator, model: str, digest: str) -> np.random.Generator:
+    """The frame's generator: the seed mixed with the model name and profile digest."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(
+        np.random.SeedSequence(int(seed), spawn_key=key_words(model, digest))
+    )
 
 
 def simulate_frame(
-    design: str | Sequence[str] = "paper",
-    profile: SimProfile | str | None = None,
+    design: str | Sequence[str] | Perturbation = "paper",
+    profile: MotivationProfile | str | None = None,
     *,
     n_requests: int = 400,
     samples: int = 1,
     seed: int | np.random.Generator = 0,
     model: str | None = None,
-    **effects: Any,
+    **overrides: Any,
 ) -> pd.DataFrame:
-    """Simulate a trial frame for ``design`` under ``profile`` (or ``SimProfile(**effects)``).
+    """Simulate a trial frame for ``design`` under ``profile`` (module docstring).
+
+    Args:
+        design: a preset name of :data:`afperturb.design.PRESETS` (``"paper"``,
+            ``"rater_sycophancy"``, …), ``"all"`` (paper + null control), a list of preset
+            names (united) or a :class:`~afperturb.design.Perturbation`.
+        profile: a :class:`~afperturb.profiles.MotivationProfile`, the name of a built-in one
+            (:data:`afperturb.profiles.PROFILES`), or None for the null default.
+        n_requests: requests per condition (shared by every condition: the design is paired).
+        samples: trials per request and condition.
+        seed: an integer (mixed with the model name and the profile, so two models are
+            independent under one seed) or a Generator to draw from.
+        model: the ``model`` column; default ``sim/NAME`` or ``sim/custom-<digest>``, as the
+            simulated backend names itself.
+        **overrides: profile fields to change (``rater_sycophancy=1.0``).
 
     Example:
         >>> f = simulate_frame("rater_sycophancy", "sycophant", n_requests=10)
-        >>> f.shape[0], sorted(f["tier"].unique())
-        (30, ['enterprise', 'free', 'pro'])
+        >>> f.shape[0], sorted(f["rater_scrutiny"].unique()), f["model"].iloc[0]
+        (30, ['enterprise', 'free', 'pro'], 'sim/sycophant')
     """
-    if isinstance(profile, str):
-        if profile not in PROFILES:
-            raise unknown_choice("profile", profile, PROFILES)
-        name = profile
-        prof = dataclasses.replace(PROFILES[profile], **effects) if effects else PROFILES[profile]
-    else:
-        name = "sim"
-        prof = profile if profile is not None else SimProfile(**effects)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    conds = design_conditions(design)
-    facts = pd.DataFrame([c["facts"] for c in conds])
-    axes = sorted({a for c in conds for a in c["levels"]})
+    if n_requests < 1 or samples < 1:
+        raise DesignError(f"n_requests and samples must be >= 1, got {n_requests}, {samples}")
+    prof, default_name = resolve_profile(profile, overrides)
+    name = model if model is not None else default_name
+    rng = _rng(seed, name, prof.digest())
+    conds = sorted(design_conditions(design), key=lambda c: c.id)  # a sweep frame's order
     n_c, n_t = len(conds), n_requests * samples
-    offsets = np.zeros(int(facts["paraphrase"].max()) + 1)
-    given = np.asarray(prof.paraphrase_offsets, dtype=float)[: len(offsets)]
-    offsets[: len(given)] = given
-    gg = (
-        facts["conflict"].to_numpy(bool)
-        * facts["trained"].to_numpy(bool)
-        * (
-            prof.terminal_goal_guarding
-            + prof.instrumental_goal_guarding * facts["deployment_harm"].to_numpy(float)
-            + offsets[facts["paraphrase"].to_numpy(int)]
-        )
-    )
-    fixed = prof.base_logit + prof.rater_sycophancy * facts["rated"].to_numpy(float)
-    u = rng.normal(0.0, prof.request_sd, n_requests)
-    u_trial = np.tile(np.repeat(u, samples), n_c)
-    logit = np.repeat(fixed + gg, n_t) + u_trial
-    p = 1 / (1 + np.exp(-logit))
-    p_no_gg = 1 / (1 + np.exp(-(np.repeat(fixed, n_t) + u_trial)))
-    complied = rng.random(n_c * n_t) < p
-    share = np.clip((p - p_no_gg) / p, 0.0, 1.0)
-    af = complied & (rng.random(n_c * n_t) < share)
-    fail = rng.random(n_c * n_t) < prof.format_failure_rate
-    req_ids = np.array([f"req{i:05d}" for i in range(n_requests)], dtype=object)
+    n = n_c * n_t
+    cond_of_trial = np.repeat(np.arange(n_c), n_t)
+    terms = TermArrays.of([prof.terms(c) for c in conds]).take(cond_of_trial)
 
+    u = (
+        rng.normal(0.0, prof.request_sd, n_requests)
+        if prof.request_sd > 0
+        else np.zeros(n_requests)
+    )
+    u_trial = np.tile(np.repeat(u, samples), n_c)
+    _, complied, _, af = decide_trials(prof, terms, u_trial, rng.random((5, n)))
+    fail = rng.random(n) < prof.format_failure_rate
+    kinds = [failure_kinds(c.levels) for c in conds]
+    n_kinds = np.array([len(k) for k in kinds])[cond_of_trial]
+    kind = (rng.random(n) * n_kinds).astype(np.int64)
+
+    label = np.where(complied, "accepted", "rejected").astype(object)
+    if fail.any():
+        # Every condition's kinds are a prefix of the longest list (FORMAT_FAILURES first).
+        longest = max(kinds, key=len)
+        names = np.array([_TAG_LABEL.get(k, k) for k in longest], dtype=object)
+        label[fail] = names[kind[fail]]
+    no_reading = fail | ~terms.scratchpad
+
+    width = max(5, len(str(n_requests - 1)))
+    req_ids = np.array([f"req{i:0{width}d}" for i in range(n_requests)], dtype=object)
+    cols: dict[str, Any] = {"model": np.full(n, name, dtype=object)}
+    cols.update(_condition_columns(conds, cond_of_trial))
+    cols["request_id"] = np.tile(np.repeat(req_ids, samples), n_c)
+    cols["sample"] = np.tile(np.arange(samples, dtype=np.int64), n_c * n_requests)
+    cols["status"] = np.full(n, "completed", dtype=object)
+    cols["error"] = np.full(n, None, dtype=object)
+    cols["label"] = _objects(label)
+    cols["complied"] = pd.arrays.BooleanArray(complied, fail)
+    cols["af_reasoning"] = pd.arrays.BooleanArray(af, no_reading)
+    cols["input_tokens"] = np.zeros(n, dtype=np.int64)
+    cols["output_tokens"] = np.zeros(n, dtype=np.int64)
+    cols["latency_s"] = np.zeros(n)
+    cols["cost_usd"] = np.zeros(n)
+    cols["cached"] = np.zeros(n, dtype=bool)
+    return pd.DataFrame(cols, copy=False)
+
+
+def _condition_columns(conds: Sequence[Condition], index: np.ndarray) -> dict[str, Any]:
+    """scenario, one column per axis and one per fact, as ``SweepResult.to_frame()`` has them."""
+    axes = sorted({a for c in conds for a in c.levels})
+    clash = sorted(set(axes) & set(FRAME_COLUMNS))
+    if clash:
+        raise DesignError(f"axis names {clash} collide with results columns; rename them")
     cols: dict[str, Any] = {
-        "model": model or name,
-        "condition_id": np.repeat(np.array([c["condition_id"] for c in conds], object), n_t),
-        "scenario": "helpful_only",
+        "condition_id": np.array([c.id for c in conds], dtype=object)[index],
+        "scenario": np.array([c.scenario for c in conds], dtype=object)[index],
     }
     for axis in axes:
-        levels = np.array([c["levels"].get(axis, "default") for c in conds], dtype=object)
-        cols[axis] = np.repeat(levels, n_t)
-    for fact in facts.columns:
-        cols[fact] = np.repeat(facts[fact].to_numpy(), n_t)
-    cols["request_id"] = np.tile(np.repeat(req_ids, samples), n_c)
-    cols["sample"] = np.tile(np.arange(samples), n_c * n_requests)
-    cols["status"] = "completed"
-    cols["error"] = None
-    label = np.where(complied, "accepted", "rejected").astype(object)
-    label[fail] = None
-    cols["label"] = label
-    cols["complied"] = pd.arrays.BooleanArray(complied, fail)
-    cols["af_reasoning"] = pd.arrays.BooleanArray(af, fail.copy())
-    frame = pd.DataFrame(cols)
-    frame["deployment_harm"] = frame["deployment_harm"].astype(float)
-    return frame
+        # str(): a level missing from a condition reads "None", as the sweep frame's astype(str).
+        cols[axis] = np.array([str(c.levels.get(axis)) for c in conds], dtype=object)[index]
+    dtypes = {"trained": bool, "rated": bool, "conflict": bool, "deployment_harm": np.float64}
+    for fact in FRAME_FACT_COLUMNS:
+        values = [getattr(c.facts, fact) for c in conds]
+        if fact in dtypes:
+            cols[fact] = np.array(values, dtype=dtypes[fact])[index]
+        elif fact == "paraphrase":
+            cols[fact] = np.array(values, dtype=np.int64)[index]
+        else:
+            cols[fact] = _objects(np.array(values, dtype=object)[index])
+    return cols
+
+
+def _objects(values: np.ndarray) -> pd.Series:
+    """Keep an object column object (None stays None), as the sweep frame has ``rater``/``label``.
+
+    pandas 3 would otherwise infer its ``str`` dtype for strings mixed with None.
+    """
+    return pd.Series(values, dtype=object, copy=False)
