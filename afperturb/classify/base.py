@@ -2,13 +2,21 @@
 
 Cheap, synchronous classifiers (the tag parser, the offline heuristics) run inline in the sweep
 as each trial finishes; LLM judges run afterwards through a model backend (see ``judges``).
+
+A classifier that reads the request's text sets ``reads_request = True`` and takes it as
+``label(trial, condition, request=...)`` (the heuristics do: the request's own words quoted in
+a reply are not the model's). :func:`labeller` calls either kind the same way.
 """
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
 
-from afperturb.records import Condition, Label, Trial
+from afperturb.records import Condition, Label, Request, Trial
+
+#: ``label`` as a function of (trial, condition, request or None).
+LabelFunction = Callable[[Trial, Condition, Request | None], Label]
 
 
 @runtime_checkable
@@ -28,4 +36,26 @@ class Classifier(Protocol):
         ...
 
 
-__all__ = ["Classifier"]
+def labeller(classifier: Classifier) -> LabelFunction:
+    """``classifier.label`` as a function of (trial, condition, request).
+
+    The request goes to classifiers with ``reads_request`` true, as ``request=``; the others
+    keep the two-argument call, so classifiers written before the request existed still work.
+    """
+    label: Any = classifier.label
+    if getattr(classifier, "reads_request", False):
+
+        def with_request(trial: Trial, condition: Condition, request: Request | None) -> Label:
+            result: Label = label(trial, condition, request=request)
+            return result
+
+        return with_request
+
+    def without_request(trial: Trial, condition: Condition, request: Request | None) -> Label:
+        result: Label = label(trial, condition)
+        return result
+
+    return without_request
+
+
+__all__ = ["Classifier", "LabelFunction", "labeller"]

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from afperturb.classify.base import Classifier
+from afperturb.classify.base import Classifier, labeller
 from afperturb.errors import BackendTimeout, RateLimited
 from afperturb.models.base import GenerationContext, Model, is_retryable
 from afperturb.records import (
@@ -164,6 +164,8 @@ class _Engine:
         self.cfg = cfg
         self.store = store
         self.classifiers = list(classifiers)
+        # Heuristics get the request too: its words quoted in a reply are not the model's.
+        self.labellers = [labeller(c) for c in self.classifiers]
         self.run_id = run_id
         self.sleep = sleep
         self.model_name = model.name
@@ -307,7 +309,9 @@ class _Engine:
             cost_usd=sum(self.pricer(c.usage) or 0.0 for c in completions),
         )
         labels = (
-            tuple([c.label(trial, condition) for c in self.classifiers]) if error is None else ()
+            tuple([label(trial, condition, request) for label in self.labellers])
+            if error is None
+            else ()
         )
         # Without a store the completions are not kept anywhere else: no references then.
         refs = tuple(keys) if store is not None else ()
