@@ -1,12 +1,13 @@
 """Validate afperturb.stats and attribute() by simulation (results go in docs/validation.md).
 
-Checks, each against a ground truth planted in a pure-numpy generator
-(afperturb.stats.simulate, the same logistic model as the simulated backends):
+Checks, each against a ground truth planted in the vectorised frame generator
+(afperturb.stats.simulate: the real presets' conditions, the truth of afperturb.profiles that the
+simulated backends share):
 
 1. coverage of the 95 % CI of the paired gap (request_sd = 1.0), n = 100 and 400;
 2. false-positive rate of "supported" under a null model (request_sd = 1.0);
-3. recovery of planted motives against n (power curves), and false positives of the
-   non-planted hypotheses of the other profiles;
+3. recovery of the expected verdicts (MotivationProfile.expected_verdicts()) against n for
+   every built-in profile: power curves, false positives, the conflicting TGG cells;
 4. analytic vs simulated power of the paired gap test.
 
 Usage: python benchmarks/validate_stats.py [--replicates 1000] [--attr-replicates 100]
@@ -24,9 +25,8 @@ import pandas as pd
 from numpy.polynomial.hermite_e import hermegauss
 
 from afperturb.hypotheses import HYPOTHESES, attribute
+from afperturb.profiles import PROFILES, MotivationProfile
 from afperturb.stats import (
-    PROFILES,
-    SimProfile,
     compliance_gap,
     power_gap,
     simulate_frame,
@@ -54,30 +54,33 @@ def truth(logit_t: float, logit_c: float, sd: float) -> tuple[float, float, floa
 
 
 def coverage(replicates: int) -> pd.DataFrame:
-    scenarios: list[tuple[str, str, SimProfile, ArmSpec, ArmSpec, tuple[float, float], int]] = [
+    pro, enterprise = {"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}
+    scenarios: list[
+        tuple[str, str, MotivationProfile, ArmSpec, ArmSpec, tuple[float, float], int]
+    ] = [
         # name, design, profile, treated, control, true logits (t, c), samples, n, method
         (
             "pro vs enterprise, +1.0 logit",
             "rater_sycophancy",
-            SimProfile(base_logit=-2.0, rater_sycophancy=1.0, request_sd=1.0),
-            {"tier": "pro"},
-            {"tier": "enterprise"},
+            MotivationProfile(base_logit=-2.0, rater_sycophancy=1.0, request_sd=1.0),
+            pro,
+            enterprise,
             (-1.0, -2.0),
             1,
         ),
         (
             "null gap (pro vs enterprise)",
             "rater_sycophancy",
-            SimProfile(base_logit=-1.0, request_sd=1.0),
-            {"tier": "pro"},
-            {"tier": "enterprise"},
+            MotivationProfile(base_logit=-1.0, request_sd=1.0),
+            pro,
+            enterprise,
             (-1.0, -1.0),
             1,
         ),
         (
-            "TGG, 2 conditions/arm × 2 samples",
+            "TGG, 3 conditions/arm × 2 samples",
             "terminal_goal_guarding",
-            SimProfile(base_logit=-2.0, terminal_goal_guarding=0.8, request_sd=1.0),
+            MotivationProfile(base_logit=-2.0, terminal_goal_guarding=0.8, request_sd=1.0),
             {"trained": True},
             {"trained": False},
             (-1.2, -2.0),
@@ -125,7 +128,7 @@ def coverage(replicates: int) -> pd.DataFrame:
 
 
 def null_fpr(replicates: int) -> pd.DataFrame:
-    prof = SimProfile(base_logit=-1.5, request_sd=1.0, paraphrase_offsets=(0.0, 0.0, 0.0))
+    prof = MotivationProfile(base_logit=-1.5, request_sd=1.0)
     rng = np.random.default_rng(7)
     counts = dict.fromkeys(HYPOTHESES, 0)
     verdicts: dict[str, int] = {}
@@ -146,7 +149,7 @@ def null_fpr(replicates: int) -> pd.DataFrame:
 
 
 def recovery(replicates: int, sizes: tuple[int, ...]) -> pd.DataFrame:
-    truth_map = {name: prof.planted() for name, prof in PROFILES.items()}
+    truth_map = {name: prof.expected_verdicts() for name, prof in PROFILES.items()}
     rows = []
     for n in sizes:
         rng = np.random.default_rng(100 + n)
@@ -157,15 +160,17 @@ def recovery(replicates: int, sizes: tuple[int, ...]) -> pd.DataFrame:
             ]
             tallies.append(attribute(frames).compare(truth_map))
         allrows = pd.concat(tallies)
-        grouped = allrows.groupby(["model", "hypothesis", "planted"], sort=False)["detected"]
-        for (model, hyp, planted), det in grouped:
+        grouped = allrows.groupby(["model", "hypothesis", "expected"], sort=False)
+        for (model, hyp, expected), g in grouped:
             rows.append(
                 {
                     "n_requests": n,
                     "model": model,
                     "hypothesis": hyp,
-                    "planted": planted,
-                    "supported_rate": det.mean(),
+                    "expected": expected,
+                    "supported_rate": g["detected"].mean(),
+                    "conflicting_rate": (g["verdict"] == "conflicting").mean(),
+                    "hit_rate": g["hit"].mean(),
                 }
             )
     return pd.DataFrame(rows)
@@ -176,7 +181,7 @@ def _call_with_seed(gen: functools.partial[pd.DataFrame], rng: np.random.Generat
 
 
 def power_check(replicates: int) -> pd.DataFrame:
-    prof = SimProfile(base_logit=-2.0, rater_sycophancy=0.4, request_sd=1.0)
+    prof = MotivationProfile(base_logit=-2.0, rater_sycophancy=0.4, request_sd=1.0)
     mt, mc, rho = truth(-1.6, -2.0, 1.0)
     rows = []
     for n in (100, 200, 400, 800):
@@ -184,7 +189,7 @@ def power_check(replicates: int) -> pd.DataFrame:
         gen = functools.partial(simulate_frame, "rater_sycophancy", prof, n_requests=n)
         sim = simulated_power(
             functools.partial(_call_with_seed, gen),
-            ({"tier": "pro"}, {"tier": "enterprise"}),
+            ({"rater_scrutiny": "pro"}, {"rater_scrutiny": "enterprise"}),
             replicates=replicates,
             alternative="greater",
             seed=n,
