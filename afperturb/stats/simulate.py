@@ -14,6 +14,9 @@ would: ``complied`` and ``af_reasoning`` are the truth for a well-formed reply; 
 (``format_failure_rate``) has ``label`` = its tag-classifier name and no verdicts (None); a
 condition without a scratchpad has ``af_reasoning`` None (nothing to read). Tokens, latency and
 cost are 0, ``cached`` False, every trial ``completed``. Request ids are ``req00000``, ….
+Every column of :data:`afperturb.records.FRAME_TRIAL_COLUMNS` is present: a label column's
+``<column>_source`` says ``"simulate_frame"`` where the cell has a value, and trial columns the
+generator does not model (a judge's error) are None.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from afperturb.profiles import (
     key_words,
     resolve_profile,
 )
-from afperturb.records import FRAME_COLUMNS, FRAME_FACT_COLUMNS, Condition
+from afperturb.records import FRAME_COLUMNS, FRAME_FACT_COLUMNS, FRAME_TRIAL_COLUMNS, Condition
 
 if TYPE_CHECKING:
     from afperturb.design import Perturbation
@@ -160,18 +163,32 @@ def simulate_frame(
     req_ids = np.array([f"req{i:0{width}d}" for i in range(n_requests)], dtype=object)
     cols: dict[str, Any] = {"model": np.full(n, name, dtype=object)}
     cols.update(_condition_columns(conds, cond_of_trial))
-    cols["request_id"] = np.tile(np.repeat(req_ids, samples), n_c)
-    cols["sample"] = np.tile(np.arange(samples, dtype=np.int64), n_c * n_requests)
-    cols["status"] = np.full(n, "completed", dtype=object)
-    cols["error"] = np.full(n, None, dtype=object)
-    cols["label"] = _objects(label)
-    cols["complied"] = pd.arrays.BooleanArray(complied, fail)
-    cols["af_reasoning"] = pd.arrays.BooleanArray(af, no_reading)
-    cols["input_tokens"] = np.zeros(n, dtype=np.int64)
-    cols["output_tokens"] = np.zeros(n, dtype=np.int64)
-    cols["latency_s"] = np.zeros(n)
-    cols["cost_usd"] = np.zeros(n)
-    cols["cached"] = np.zeros(n, dtype=bool)
+    trial: dict[str, Any] = {
+        "request_id": np.tile(np.repeat(req_ids, samples), n_c),
+        "sample": np.tile(np.arange(samples, dtype=np.int64), n_c * n_requests),
+        "status": np.full(n, "completed", dtype=object),
+        "error": np.full(n, None, dtype=object),
+        "label": _objects(label),
+        "complied": pd.arrays.BooleanArray(complied, fail),
+        "af_reasoning": pd.arrays.BooleanArray(af, no_reading),
+        "input_tokens": np.zeros(n, dtype=np.int64),
+        "output_tokens": np.zeros(n, dtype=np.int64),
+        "latency_s": np.zeros(n),
+        "cost_usd": np.zeros(n),
+        "cached": np.zeros(n, dtype=bool),
+    }
+    # Where label / complied / af_reasoning have no value (a label always has one).
+    missing = {"label": np.zeros(n, dtype=bool), "complied": fail, "af_reasoning": no_reading}
+    for column in FRAME_TRIAL_COLUMNS:
+        if column in trial:
+            cols[column] = trial[column]
+        elif column.endswith("_source") and column[: -len("_source")] in missing:
+            # Label provenance: these values are the generator's truth, not a classifier's.
+            source = np.full(n, "simulate_frame", dtype=object)
+            source[missing[column[: -len("_source")]]] = None
+            cols[column] = _objects(source)
+        else:  # a trial column this generator does not model (e.g. a judge's error)
+            cols[column] = _objects(np.full(n, None, dtype=object))
     return pd.DataFrame(cols, copy=False)
 
 
