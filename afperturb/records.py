@@ -172,15 +172,23 @@ class Label(Record):
 FRAME_HEAD_COLUMNS = ("model", "condition_id", "scenario")
 #: One column per fact, in :class:`Facts` order.
 FRAME_FACT_COLUMNS = tuple(Facts.model_fields)
-#: Columns that vary per trial (everything else describes the condition).
+#: Columns that vary per trial (everything else describes the condition). Each label column
+#: has companions: ``<column>_source`` names the classifier and config ("strongreject:3f9a1c2b")
+#: whose label the cell shows, ``<column>_error`` a judge that failed on the trial (see
+#: ``docs/classifiers.md`` for which label wins).
 FRAME_TRIAL_COLUMNS = (
     "request_id",
     "sample",
     "status",
     "error",
     "label",
+    "label_source",
     "complied",
+    "complied_source",
+    "complied_error",
     "af_reasoning",
+    "af_reasoning_source",
+    "af_reasoning_error",
     "input_tokens",
     "output_tokens",
     "latency_s",

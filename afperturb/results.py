@@ -4,6 +4,12 @@ A result is a list of *parts* (one per model and sweep call), each either backed
 (read lazily: nothing is loaded until asked) or holding its rows in memory (``store=None``).
 :meth:`SweepResult.to_frame` is the one table the statistics read; its columns are fixed
 (``COLUMNS`` plus one column per axis, placed after ``scenario``).
+
+Each label column (``label``, ``complied``, ``af_reasoning``) comes with ``<column>_source``
+(the classifier and config whose label the cell shows) and, for the two booleans,
+``<column>_error`` (a judge that failed on the trial); which label wins is the documented
+preference order of :mod:`afperturb.classify._provenance`, and :meth:`SweepResult.prefer`
+picks a config where one classifier has several.
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
 
+from afperturb.classify import _provenance
 from afperturb.errors import DesignError, unknown_choice
 from afperturb.records import (
     FRAME_COLUMNS,
@@ -52,13 +60,7 @@ _TRIAL_COLUMNS = [
     "cached",
     "key",
 ]
-_LABEL_COLUMNS = ["trial_key", "classifier", "value", "complied", "af_reasoning"]
-#: Free inline classifiers; any other classifier is a judge and wins for ``complied``.
-_TAGS = "tags"
-
-
-def _is_heuristic(name: str) -> bool:
-    return name.startswith("heuristic")
+_LABEL_COLUMNS = list(_provenance.INPUT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -121,11 +123,25 @@ class _Part:
             chunks = self.store.label_table_chunks(model=self.model)
             return _frame_from_chunks(chunks, _LABEL_COLUMNS, _SHARED_LABEL_COLUMNS)
         data = [
-            (lab.trial_key, lab.classifier, lab.value, lab.complied, lab.af_reasoning)
+            (
+                lab.trial_key,
+                lab.classifier,
+                lab.value,
+                lab.complied,
+                lab.af_reasoning,
+                lab.config_hash,
+                lab.model_dump_json() if lab.value == _provenance.FAILED else None,
+            )
             for r in self.rows
             for lab in r.labels
         ]
         return pd.DataFrame.from_records(data, columns=_LABEL_COLUMNS)
+
+    def run_records(self) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+        """The run manifests and label-run records that say which config ran last."""
+        if self.store is None:
+            return [self.manifest], []
+        return list(self.store.manifests()), [self.store.label_runs()]
 
     def trials(self) -> Iterator[Trial]:
         keep = self._keep_conditions()
@@ -155,7 +171,7 @@ class _Part:
 #: classifier). SQLite returns a new string object for every cell; read as categories chunk by
 #: chunk, a million rows share a few thousand strings instead (about 0.45 GiB less at 1e6).
 _SHARED_TRIAL_COLUMNS = ("model", "condition_id", "request_id", "status", "error")
-_SHARED_LABEL_COLUMNS = ("trial_key", "classifier", "value")
+_SHARED_LABEL_COLUMNS = ("trial_key", "classifier", "value", "config_hash")
 
 
 def _frame_from_chunks(
@@ -179,28 +195,6 @@ def _frame_from_chunks(
     for column in shared:
         df[column] = df[column].astype(dtypes[column])
     return df
-
-
-def _resolve_labels(labels: pd.DataFrame) -> pd.DataFrame:
-    """Per trial: the tag label, and complied / af_reasoning with judges before heuristics."""
-    out = pd.DataFrame(index=pd.Index(labels["trial_key"].unique(), name="trial_key"))
-    if labels.empty:
-        return out.assign(label=None, complied=None, af_reasoning=None)
-    clf = labels["classifier"]
-    tags = labels[clf == _TAGS].drop_duplicates("trial_key", keep="last").set_index("trial_key")
-    heur = labels[clf.map(_is_heuristic)]
-    judge = labels[(clf != _TAGS) & ~clf.map(_is_heuristic)]
-
-    def last(frame: pd.DataFrame, column: str) -> pd.Series:
-        vals = frame[["trial_key", column]].dropna()
-        return vals.drop_duplicates("trial_key", keep="last").set_index("trial_key")[column]
-
-    out["label"] = tags["value"]
-    complied = last(judge, "complied")
-    complied = complied.combine_first(last(tags.reset_index(), "complied"))
-    out["complied"] = complied.combine_first(last(heur, "complied"))
-    out["af_reasoning"] = last(judge, "af_reasoning").combine_first(last(heur, "af_reasoning"))
-    return out
 
 
 def _condition_frame(conditions: Mapping[str, Condition]) -> tuple[pd.DataFrame, list[str]]:
@@ -232,6 +226,8 @@ class SweepResult:
     stopped_reason: str | None = None
     run_info: Mapping[str, Any] = field(default_factory=dict)
     _cache: dict[str, Any] = field(default_factory=dict, compare=False)
+    #: ``(classifier, config hash or prefix)`` pairs preferred over the default config order.
+    preferred: tuple[tuple[str, str], ...] = ()
 
     # -- construction --------------------------------------------------------------------------
 
@@ -323,7 +319,32 @@ class SweepResult:
             values = frozenset([value] if isinstance(value, str) else value)
             new.append((axis, values))
         parts = tuple(replace(p, filters=(*p.filters, *new)) for p in self.parts)
-        return SweepResult(parts, self.stopped_reason, self.run_info)
+        return SweepResult(parts, self.stopped_reason, self.run_info, preferred=self.preferred)
+
+    def prefer(self, configs: Mapping[str, str]) -> SweepResult:
+        """The same trials, with these classifier configs preferred in the label columns.
+
+        ``configs`` maps a classifier name to a config hash or a unique prefix of it (as
+        ``<column>_source`` shows it: ``{"af_reasoning": "3f9a1c2b"}``). Where that classifier
+        has labelled a trial with several configs, the named one is used first; see
+        ``docs/classifiers.md`` for the whole order. Use the returned result wherever the
+        table is read (``af.attribute(res.prefer(...))``).
+        """
+        merged = {**dict(self.preferred), **{str(k): str(v) for k, v in configs.items()}}
+        return SweepResult(
+            self.parts, self.stopped_reason, self.run_info, preferred=tuple(sorted(merged.items()))
+        )
+
+    def label_configs(self) -> pd.DataFrame:
+        """Every (classifier, config) that labelled these trials, and the order they are used.
+
+        Columns: classifier, config_hash, source, kind (tags / heuristic / judge), labels,
+        failed, sets (the label columns it can fill), latest_run, rank (0: used first among
+        the configs of its classifier).
+        """
+        labels = self._label_table()
+        labels = labels[labels["trial_key"].isin(self._trial_keys())]
+        return _provenance.configs(labels, self._latest(), dict(self.preferred))
 
     @property
     def models(self) -> list[str]:
@@ -374,8 +395,14 @@ class SweepResult:
 
     # -- the table -----------------------------------------------------------------------------
 
-    def to_frame(self) -> pd.DataFrame:
-        """One row per trial, with exactly the documented columns (axis columns after scenario)."""
+    def to_frame(self, prefer: Mapping[str, str] | None = None) -> pd.DataFrame:
+        """One row per trial, with exactly the documented columns (axis columns after scenario).
+
+        ``prefer``: as :meth:`prefer` (``res.to_frame(prefer=...)`` is
+        ``res.prefer(...).to_frame()``).
+        """
+        if prefer:
+            return self.prefer(prefer).to_frame()
         cached = self._cache.get("frame")
         if cached is None:
             cached = self._build_frame()
@@ -384,20 +411,47 @@ class SweepResult:
 
     def _build_frame(self) -> pd.DataFrame:
         trials = [p.trial_frame() for p in self.parts]
-        labels = [p.label_frame() for p in self.parts]
         df = pd.concat(trials, ignore_index=True) if trials else _empty(_TRIAL_COLUMNS)
-        lab = pd.concat(labels, ignore_index=True) if labels else _empty(_LABEL_COLUMNS)
-        lab = lab[lab["trial_key"].isin(df["key"])]
-        resolved = _resolve_labels(lab)
-        df = df.join(resolved, on="key")
-        for column in ("label", "complied", "af_reasoning"):
-            if column not in df:
-                df[column] = None
+        keys = pd.Index(df["key"].unique())
+        # resolve() drops the labels of other trials itself (one hash lookup per label).
+        resolved = _provenance.resolve(
+            self._label_table(), keys, self._latest(), dict(self.preferred)
+        )
+        if len(keys) == len(df):
+            at = keys.get_indexer(df["key"])
+            in_order = bool((at == np.arange(len(df))).all())
+        else:
+            at, in_order = keys.get_indexer(df["key"]), False
+        for column, values in resolved.items():
+            df[column] = values if in_order else values[at]
         cond_frame, axes = _condition_frame(self.conditions)
         df = df.merge(cond_frame, on="condition_id", how="left")
         df = df.sort_values(["model", "condition_id", "request_id", "sample"], kind="stable")
         df = df[[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS]].reset_index(drop=True)
         return _typed(df, axes)
+
+    def _trial_keys(self) -> pd.Index:
+        trials = [p.trial_frame()["key"] for p in self.parts]
+        return pd.Index(pd.concat(trials, ignore_index=True).unique() if trials else [])
+
+    def _label_table(self) -> pd.DataFrame:
+        labels = [p.label_frame() for p in self.parts]
+        return pd.concat(labels, ignore_index=True) if labels else _empty(_LABEL_COLUMNS)
+
+    def _latest(self) -> dict[str, str]:
+        """Per classifier, the config of its most recent run in these parts' stores."""
+        manifests: list[Mapping[str, Any]] = []
+        label_runs: list[Mapping[str, Any]] = []
+        seen: set[int] = set()
+        for p in self.parts:
+            if p.store is not None:
+                if id(p.store) in seen:
+                    continue
+                seen.add(id(p.store))
+            found, runs = p.run_records()
+            manifests.extend(found)
+            label_runs.extend(runs)
+        return _provenance.latest_runs(manifests, label_runs)
 
     def __len__(self) -> int:
         return len(self._statuses())
@@ -504,7 +558,8 @@ def _typed(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     for column in ("complied", "af_reasoning"):
         df[column] = df[column].astype("boolean")
     df["rater"] = df["rater"].astype(object).where(df["rater"].notna(), None)
-    df["label"] = df["label"].astype(object).where(df["label"].notna(), None)
+    for column in ("label", *(c for cs in _provenance.COMPANIONS.values() for c in cs)):
+        df[column] = df[column].astype(object).where(df[column].notna(), None)
     df["error"] = df["error"].astype(object).where(df["error"].notna(), None)
     for axis in axes:
         df[axis] = df[axis].astype(str)

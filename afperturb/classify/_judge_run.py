@@ -9,7 +9,9 @@ the label is settled. Every request goes through the store's completion cache wh
 given, keyed like the sweep's cache (model config, messages, params, vote offset), so judging
 the same transcripts again sends nothing. An answer that cannot be parsed is recorded on the
 label (``details["errors"]``) and does not count as a vote; a trial whose judge fails entirely
-gets the label value ``error`` with the reason, and the rest of the run carries on.
+gets the label value ``error`` with the reason (``details["error"]``) and the column the judge
+sets (``details["sets"]``), and the rest of the run carries on. Nothing stands in for a failed
+judge: ``SweepResult.to_frame()`` shows the failure in that column's ``*_error`` companion.
 """
 
 from __future__ import annotations
@@ -256,6 +258,10 @@ class JudgeClassifier:
         return votes, asked, errors
 
     def _make(self, trial_key: str, value: str, **fields: Any) -> Label:
+        if value == "error" and self.judge.sets is not None:
+            # A failure names the column it would have set, so the results table can show
+            # the failure there instead of a lower-preference classifier's verdict.
+            fields["details"] = {**fields.get("details", {}), "sets": self.judge.sets}
         return Label(
             trial_key=trial_key,
             classifier=self.name,

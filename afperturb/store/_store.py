@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ from afperturb.store._rows import (
 )
 
 SCHEMA_VERSION = 1
+#: ``meta`` key prefix of each classifier's latest labelling run (no schema change: old stores
+#: simply have none, and an older afperturb ignores the rows).
+_LABEL_RUN = "label_run:"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -335,9 +339,23 @@ class Store(BatchBookkeeping):
         await batch.waiter
 
     def put_labels(self, labels: Iterable[Label]) -> None:
-        """Store labels (upserting by trial, classifier and config hash) and wait until durable."""
+        """Store labels (upserting by trial, classifier and config hash) and wait until durable.
+
+        Each classifier's config among them is recorded as that classifier's latest labelling
+        run (``meta`` key ``label_run:<classifier>``, see :meth:`label_runs`): the results
+        table prefers it when two configs of one classifier labelled a trial.
+        """
         batch = _Batch()
-        batch.labels.extend(_label_row(lab) for lab in labels)
+        latest: dict[str, str] = {}
+        for lab in labels:
+            batch.labels.append(_label_row(lab))
+            latest[lab.classifier] = lab.config_hash
+        created = datetime.now(UTC).isoformat()
+        for classifier, config_hash in sorted(latest.items()):
+            record = canonical_json({"config_hash": config_hash, "created": created})
+            batch.other.append(
+                ("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_LABEL_RUN + classifier, record))
+            )
         self._submit(batch).result()
 
     def put_run(
@@ -486,20 +504,41 @@ class Store(BatchBookkeeping):
         )
 
     def label_table(self, model: str | None = None) -> list[Any]:
-        """Flat label rows (trial key, classifier, value, complied, af_reasoning), oldest first."""
+        """Flat label rows, oldest first.
+
+        Each row: trial key, classifier, value, complied, af_reasoning, config hash, and the
+        label's JSON when its value is ``error`` (else None).
+        """
         return [row for chunk in self.label_table_chunks(model) for row in chunk]
 
     def label_table_chunks(
         self, model: str | None = None, size: int = 50_000
     ) -> Iterator[list[Any]]:
-        """:meth:`label_table` in chunks of ``size`` rows, read from one snapshot."""
+        """:meth:`label_table` in chunks of ``size`` rows, read from one snapshot.
+
+        Only failed labels carry their JSON (the error and the column the judge sets): the
+        results table reads no label JSON otherwise.
+        """
         join = " JOIN trials t ON t.key = l.trial_key WHERE t.model=?" if model else ""
         return self._chunks(
-            "SELECT l.trial_key, l.classifier, l.value, l.complied, l.af_reasoning "
+            "SELECT l.trial_key, l.classifier, l.value, l.complied, l.af_reasoning, "
+            "l.config_hash, CASE WHEN l.value = 'error' THEN l.label END "
             f"FROM labels l{join} ORDER BY l.rowid",
             (model,) if model else (),
             size,
         )
+
+    def label_runs(self) -> dict[str, dict[str, str]]:
+        """Per classifier, its latest labelling run through :meth:`put_labels`.
+
+        ``{classifier: {"config_hash": ..., "created": ISO time}}``; stores written before
+        this record existed have none (sweeps' inline classifiers are in the run manifests).
+        """
+        rows = self._query(
+            "SELECT key, value FROM meta WHERE key LIKE ? ESCAPE '!'",
+            (_LABEL_RUN.replace("_", "!_") + "%",),
+        )
+        return {key[len(_LABEL_RUN) :]: json.loads(value) for key, value in rows}
 
     def models(self) -> list[str]:
         """The models with trials in the store (an index scan; no rows are read)."""
