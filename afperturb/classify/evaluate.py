@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from afperturb.classify.base import labeller
 from afperturb.errors import DesignError, InsufficientDataError
-from afperturb.records import Condition, Facts, Label, Trial
+from afperturb.records import Condition, Facts, Label, Request, Trial
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +61,8 @@ class Evaluation:
         confidence_level: Of every interval.
         sweep: One row per threshold (threshold, sensitivity, specificity, kappa,
             positive_rate, youden_j).
+        n_failed: Labelled cases whose label is a failure (a judge's ``error``): left out of
+            every number above, never replaced by anything else.
     """
 
     n: int
@@ -79,6 +82,7 @@ class Evaluation:
     accuracy: float
     confidence_level: float
     sweep: pd.DataFrame
+    n_failed: int = 0
 
     def correction_kwargs(self) -> dict[str, float]:
         """Keyword arguments for ``afperturb.stats.correct_misclassification``."""
@@ -140,13 +144,15 @@ def evaluate(
     thresholds: Sequence[float] = DEFAULT_SWEEP,
     confidence_level: float = 0.95,
     conditions: Mapping[str, Condition] | None = None,
+    requests: Mapping[str, Request] | None = None,
 ) -> Evaluation:
     """Validate a classifier (or its scores) against human labels.
 
     Args:
         judge_or_scores: One of: scores aligned with ``labelled`` (a sequence of floats or
             bools); a mapping ``trial_key → score``; stored :class:`Label` objects (their
-            ``score``, else their ``af_reasoning``/``complied`` flag); a synchronous classifier
+            ``score``, else their ``af_reasoning``/``complied`` flag; all from one classifier
+            config, failed ones counted in ``n_failed``); a synchronous classifier
             (``HeuristicAFClassifier()``); or a bound judge (``judge.using(model)``). The last
             two need trials: pass ``labelled`` as ``(trial, truth)`` pairs. For a threshold
             sweep of a voting judge use ``mode="fixed"``: a sequentially stopped yes-fraction
@@ -158,6 +164,8 @@ def evaluate(
         thresholds: Thresholds of the sweep.
         confidence_level: Of the AUROC, sensitivity and specificity intervals.
         conditions: Conditions by id, for classifiers that read them (tags' scratchpad level).
+        requests: Requests by id, for classifiers that read them (the heuristics leave the
+            request's own words quoted in a reply unread, as in the sweep).
 
     Returns:
         An :class:`Evaluation`.
@@ -167,7 +175,9 @@ def evaluate(
     from scipy.stats import mannwhitneyu
     from statsmodels.stats.proportion import proportion_confint
 
-    scores, truth, own_threshold = _align(judge_or_scores, labelled, conditions or {})
+    scores, truth, own_threshold, n_failed = _align(
+        judge_or_scores, labelled, conditions or {}, requests or {}
+    )
     cut = threshold if threshold is not None else own_threshold
     y = np.asarray(truth, dtype=bool)
     s = np.asarray(scores, dtype=float)
@@ -202,6 +212,7 @@ def evaluate(
         accuracy=(at["tp"] + at["tn"]) / len(y),
         confidence_level=confidence_level,
         sweep=sweep,
+        n_failed=n_failed,
     )
 
 
@@ -262,28 +273,47 @@ def _label_score(label: Label) -> float | None:
 
 
 def _align(
-    source: Any, labelled: Any, conditions: Mapping[str, Condition]
-) -> tuple[list[float], list[bool], float]:
+    source: Any,
+    labelled: Any,
+    conditions: Mapping[str, Condition],
+    requests: Mapping[str, Request],
+) -> tuple[list[float], list[bool], float, int]:
     pairs = _pairs(labelled)
     threshold = float(getattr(getattr(source, "judge", source), "threshold", 0.5))
     runnable = hasattr(source, "alabel") or hasattr(source, "label")
     if runnable and not isinstance(source, Mapping):
         if pairs is None:
             raise DesignError("to run a classifier, pass labelled as (trial, truth) pairs")
-        labels = _run_classifier(source, [t for t, _ in pairs], conditions)
-        by_key = {lab.trial_key: _label_score(lab) for lab in labels}
-        return _keyed(by_key, {t.key: v for t, v in pairs}, threshold)
+        labels = _run_classifier(source, [t for t, _ in pairs], conditions, requests)
+        truth: Mapping[str, Any] = {t.key: v for t, v in pairs}
+        return (*_keyed(_label_scores(labels), truth, threshold), _failed(labels, truth))
     if isinstance(source, Mapping):
         truth = labelled if isinstance(labelled, Mapping) else _truth_by_key(pairs)
-        return _keyed({k: float(v) for k, v in source.items()}, truth, threshold)
+        return (*_keyed({k: float(v) for k, v in source.items()}, truth, threshold), 0)
     items = list(source)
     if items and isinstance(items[0], Label):
         truth = labelled if isinstance(labelled, Mapping) else _truth_by_key(pairs)
-        return _keyed({lab.trial_key: _label_score(lab) for lab in items}, truth, threshold)
+        return (*_keyed(_label_scores(items), truth, threshold), _failed(items, truth))
     truth_list = [bool(v) for _, v in pairs] if pairs is not None else [bool(v) for v in labelled]
     if len(items) != len(truth_list):
         raise DesignError(f"{len(items)} scores but {len(truth_list)} labels; they must align")
-    return [float(x) for x in items], truth_list, threshold
+    return [float(x) for x in items], truth_list, threshold, 0
+
+
+def _label_scores(labels: Sequence[Label]) -> dict[str, float | None]:
+    """Trial key → score, from the labels of one classifier config (never a mix of several)."""
+    configs = sorted({(lab.classifier, lab.config_hash) for lab in labels})
+    if len(configs) > 1:
+        names = ", ".join(f"{c}:{h[:8]}" if h else c for c, h in configs)
+        raise DesignError(
+            f"labels from {len(configs)} classifier configs ({names}); evaluate one at a time "
+            "(a trial's score would otherwise come from whichever label came last)"
+        )
+    return {lab.trial_key: _label_score(lab) for lab in labels}
+
+
+def _failed(labels: Sequence[Label], truth: Mapping[str, Any]) -> int:
+    return sum(1 for lab in labels if lab.value == "error" and lab.trial_key in truth)
 
 
 def _pairs(labelled: Any) -> list[tuple[Trial, bool]] | None:
@@ -311,14 +341,20 @@ def _keyed(
 
 
 def _run_classifier(
-    clf: Any, trials: list[Trial], conditions: Mapping[str, Condition]
+    clf: Any,
+    trials: list[Trial],
+    conditions: Mapping[str, Condition],
+    requests: Mapping[str, Request],
 ) -> list[Label]:
     if hasattr(clf, "alabel"):
 
         async def all_labels() -> list[Label]:
             return list(
                 await asyncio.gather(
-                    *(clf.alabel(t, conditions.get(t.condition_id)) for t in trials)
+                    *(
+                        clf.alabel(t, conditions.get(t.condition_id), requests.get(t.request_id))
+                        for t in trials
+                    )
                 )
             )
 
@@ -329,7 +365,11 @@ def _run_classifier(
         with concurrent.futures.ThreadPoolExecutor(1) as ex:
             return ex.submit(asyncio.run, all_labels()).result()
     default = Condition(id="", scenario="", levels={}, facts=Facts())
-    return [clf.label(t, conditions.get(t.condition_id, default)) for t in trials]
+    label = labeller(clf)
+    return [
+        label(t, conditions.get(t.condition_id, default), requests.get(t.request_id))
+        for t in trials
+    ]
 
 
 __all__ = ["DEFAULT_SWEEP", "Evaluation", "evaluate"]
