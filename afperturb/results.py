@@ -305,7 +305,8 @@ class SweepResult:
         items = list(results)
         parts = tuple(p for r in items for p in r.parts)
         stopped = next((r.stopped_reason for r in items if r.stopped_reason), None)
-        return cls(parts, stopped)
+        preferred = dict(pair for r in items for pair in r.preferred)  # later results win
+        return cls(parts, stopped, preferred=tuple(sorted(preferred.items())))
 
     # -- views ---------------------------------------------------------------------------------
 

@@ -201,6 +201,9 @@ def test_prefer_picks_a_config_and_names_the_choices() -> None:
         res.to_frame(prefer={"heuristic_af": "cccc"})
     with pytest.raises(ClassifierError, match=r"labelled by: heuristic_af, tags"):
         res.to_frame(prefer={"strongreject": "aaaa"})
+    both = SweepResult.combine([res.prefer({"heuristic_af": "bbbb"}), res.filter(tier="free")])
+    assert set(both.to_frame()["af_reasoning_source"]) == {"heuristic_af:bbbb2222"}
+    assert res.prefer({"heuristic_af": "bbbb"}).filter(tier="free").preferred == both.preferred
     table = res.prefer({"heuristic_af": "bbbb"}).label_configs()
     assert table[["source", "kind", "labels", "sets", "rank"]].values.tolist() == [
         ["heuristic_af:bbbb2222", "heuristic", 3, "af_reasoning", 0],
