@@ -197,3 +197,31 @@ def test_trend_keeps_requests_with_missing_levels() -> None:
     assert tr.n_pairs == 300  # available-case: nobody is dropped for one missing level
     assert tr.estimate == pytest.approx(np.polyfit(np.array(tr.levels), np.array(tr.gaps), 1)[0])
     assert 0.9 < tr.se / full.se < 1.3
+
+
+def test_interaction_with_strata_equals_statsmodels_on_the_cells() -> None:
+    """One intercept per stratum; several samples per request (cells carry counts)."""
+    from afperturb.stats import build_cells
+    from afperturb.stats.models import interaction_from_cells
+
+    f = st.simulate_frame(
+        "instrumental_goal_guarding", "opus-like", n_requests=80, samples=3, seed=5
+    )
+    cells = build_cells(f)
+    conds = cells.conditions
+    strata = pd.factorize(conds["deployment"].astype(str) + conds["risk"].astype(str))[0]
+    mask = np.ones(len(conds), dtype=bool)
+    r = interaction_from_cells(cells, mask, strata=strata.astype(np.int64))
+    sel = cells.n > 0
+    c = cells.cond[sel]
+    tr = conds["trained"].to_numpy(float)[c]
+    h = conds["deployment_harm"].to_numpy(float)[c]
+    dummies = np.eye(strata.max() + 1)[strata[c]]
+    x = np.column_stack([dummies, tr, tr * h])
+    k, n = cells.k[sel], cells.n[sel]
+    ref = sm.GLM(np.column_stack([k, n - k]), x, family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": cells.req[sel]}
+    )  # statsmodels GLM on the (condition, request) cells with stratum dummies
+    assert r.estimate == pytest.approx(ref.params[-1], rel=1e-6)
+    assert r.se == pytest.approx(ref.bse[-1], rel=1e-6)
+    assert r.terms.endswith("stratum intercepts + trained + trained:deployment_harm")

@@ -20,6 +20,7 @@ from afperturb.stats._frame import (
     ArmSpec,
     BoolArray,
     Cells,
+    FloatArray,
     IntArray,
     cells_of,
     condition_mask,
@@ -56,6 +57,42 @@ class InteractionEstimate(ResultMixin):
         """Wald interval on the log-odds scale at another level."""
         z = float(sps.norm.ppf(0.5 + confidence_level / 2))
         return (self.estimate - z * self.se, self.estimate + z * self.se)
+
+
+def _cluster_glm(
+    x: FloatArray, k: FloatArray, n: FloatArray, cond: IntArray, groups: IntArray
+) -> tuple[FloatArray, FloatArray]:
+    """Binomial-logit GLM coefficients with statsmodels' cluster-robust covariance.
+
+    Every covariate here is a property of the *condition*, so the likelihood depends on the
+    cells only through each condition's totals: statsmodels fits the GLM on one row per
+    condition (a few dozen rows instead of conditions × requests, 12 s → 0.1 s at 10⁶
+    trials), and the sandwich is assembled from the per-request scores
+    ``s_i = Σ_c x_c (k_ci − n_ci p_c)`` with statsmodels' small-sample factor
+    ``G/(G−1)·(N−1)/(N−K)`` (N cells, K coefficients): the same numbers as
+    ``GLM(...).fit(cov_type="cluster")`` on the cells (tests/test_stats_tests.py checks it).
+    """
+    codes, first = np.unique(cond, return_index=True)
+    row = np.searchsorted(codes, cond)
+    xc = x[first]
+    kc = np.bincount(row, weights=k, minlength=len(codes))
+    nc = np.bincount(row, weights=n, minlength=len(codes))
+    sm = _sm.api()
+    params = np.asarray(
+        sm.GLM(np.column_stack([kc, nc - kc]), xc, family=sm.families.Binomial()).fit().params,
+        dtype=np.float64,
+    )
+    p = 1.0 / (1.0 + np.exp(-(xc @ params)))
+    bread = np.linalg.pinv((xc * (nc * p * (1 - p))[:, None]).T @ xc)
+    g_codes, g = np.unique(groups, return_inverse=True)
+    resid = k - n * p[row]
+    # Residuals summed per (request, condition), then s_i = Σ_c r_ic · x_c.
+    per_cell = np.bincount(g * len(codes) + row, weights=resid, minlength=len(g_codes) * len(codes))
+    scores = per_cell.reshape(len(g_codes), len(codes)) @ xc
+    n_groups, nobs, k_params = len(g_codes), len(k), x.shape[1]
+    factor = n_groups / (n_groups - 1.0) * (nobs - 1.0) / (nobs - k_params)
+    cov = factor * bread @ (scores.T @ scores) @ bread
+    return params, np.asarray(cov, dtype=np.float64)
 
 
 def interaction_from_cells(
@@ -103,11 +140,8 @@ def interaction_from_cells(
     x = np.column_stack(columns)
     k, n = cells.k[sel], cells.n[sel]
     groups = cells.req[sel]
-    sm = _sm.api()
-    fit = sm.GLM(np.column_stack([k, n - k]), x, family=sm.families.Binomial()).fit(
-        cov_type="cluster", cov_kwds={"groups": groups}
-    )
-    est, se = float(fit.params[-1]), float(fit.bse[-1])
+    params, cov = _cluster_glm(x, k, n, cond, groups)
+    est, se = float(params[-1]), float(math.sqrt(max(cov[-1, -1], 0.0)))
     z = est / se if se > 0 else math.nan
     if alternative == "greater":
         p = float(sps.norm.sf(z))
