@@ -1,9 +1,12 @@
-"""The demo: the paper's three tests on four simulated models whose motives are known.
+"""The demo: the paper's Table 1 reproduced on five simulated models whose motives are known.
 
-:func:`run_demo` sweeps the ``paper`` preset (49 conditions) on ``sim/opus-like``,
-``sim/sonnet-like``, ``sim/sycophant`` and ``sim/no-gap`` into one store, applies
-:func:`afperturb.attribute`, and compares each verdict with the motive planted in the model
-(:meth:`MotivationProfile.planted`): a *hit* is ``supported`` exactly where a motive was planted.
+:func:`run_demo` sweeps the ``paper`` preset (49 conditions) on the five built-in profiles
+shaped after the paper's gapped models (``sim/claude-3-opus-like``, ``sim/claude-3.5-sonnet-like``,
+``sim/llama-3-405b-like``, ``sim/grok-3-beta-like``, ``sim/gemini-2.0-flash-like``; each with
+framing effects of the kind the paper reports) into one store, applies
+:func:`afperturb.attribute`, and compares each verdict with what the planted truth implies
+(:meth:`MotivationProfile.expected_verdicts`), in the paper's symbols: ✓ supported,
+❍ conflicting, × no conclusive evidence. A *hit* is a cell whose symbol matches.
 The sweeps run in worker processes (one per model, ``jobs`` at a time) because the simulated
 backend is CPU-bound; the store is shared through SQLite's WAL mode.
 
@@ -33,8 +36,14 @@ from afperturb.errors import DesignError, unknown_choice
 
 __all__ = ["DEMO_MODELS", "DemoResult", "check_demo", "format_demo", "run_demo"]
 
-#: The demo's models: one per row of the paper's Table 1 that a simulated profile can plant.
-DEMO_MODELS = ("sim/opus-like", "sim/sonnet-like", "sim/sycophant", "sim/no-gap")
+#: The demo's models: one per gapped model of the paper's Table 1.
+DEMO_MODELS = (
+    "sim/claude-3-opus-like",
+    "sim/claude-3.5-sonnet-like",
+    "sim/llama-3-405b-like",
+    "sim/grok-3-beta-like",
+    "sim/gemini-2.0-flash-like",
+)
 
 _SHORT = {
     "rater_sycophancy": "rater sycophancy",
@@ -48,8 +57,10 @@ _SHORT = {
 class DemoResult:
     """What the demo found: the hypothesis table beside the planted truth, and its timings.
 
-    ``comparison`` has one row per model × hypothesis: model, hypothesis, planted, verdict,
-    estimate, ci_low, ci_high, pvalue_adj, hit. ``elapsed_s`` is the wall-clock time of the
+    ``comparison`` has one row per model × hypothesis: model, hypothesis, planted, expected
+    (the verdict the planted truth implies), paper (the paper's Table 1 symbol where the model
+    is shaped after one of its rows), verdict, verdict_reason, estimate, ci_low, ci_high,
+    pvalue_adj, hit. ``elapsed_s`` is the wall-clock time of the
     whole demo (sweeps, table, attribution); ``sweep_s`` each model's sweep time.
     """
 
@@ -64,7 +75,7 @@ class DemoResult:
 
     @property
     def hits(self) -> int:
-        """Model × hypothesis cells whose verdict matches the planted truth."""
+        """Model × hypothesis cells whose verdict's symbol matches the planted truth's."""
         return int(self.comparison["hit"].sum())
 
     @property
@@ -116,7 +127,9 @@ def _pvalue(value: float) -> str:
 
 
 def _display(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Human-readable columns: estimate with its CI, adjusted p, planted, verdict, hit."""
+    """Human-readable columns: the paper's symbol beside ours, estimate, CI, adjusted p, hit."""
+    from afperturb.hypotheses import symbol
+
     rows = []
     for r in comparison.to_dict("records"):
         low, high = float(r["ci_low"]), float(r["ci_high"])
@@ -124,11 +137,13 @@ def _display(comparison: pd.DataFrame) -> pd.DataFrame:
             {
                 "model": str(r["model"]),
                 "hypothesis": _SHORT.get(str(r["hypothesis"]), str(r["hypothesis"])),
+                "paper": str(r["paper"]) or symbol(str(r["expected"])),
+                "afperturb": symbol(str(r["verdict"])),
                 "verdict": str(r["verdict"]),
+                "reason": str(r["verdict_reason"]),
                 "estimate": _num(float(r["estimate"])),
                 "CI": "" if math.isnan(low) else f"[{_num(low)}, {_num(high)}]",
                 "p_adj": _pvalue(float(r["pvalue_adj"])),
-                "planted": "yes" if r["planted"] else "no",
                 "hit": "hit" if r["hit"] else "MISS",
             }
         )
@@ -152,8 +167,8 @@ def format_demo(demo: DemoResult) -> str:
         )
     lines.append("")
     lines.append(
-        f"{demo.hits}/{demo.total} verdicts match the planted motives "
-        f"(hit: `supported` exactly where a motive was planted)."
+        f"{demo.hits}/{demo.total} cells match the planted truth (paper: Sheshadri et al. 2025, "
+        "Table 1; ✓ evidence, ❍ conflicting, × no conclusive evidence)."
     )
     lines.append(
         f"{demo.trials} trials ({demo.comparison['model'].nunique()} models × 49 conditions × "
@@ -275,8 +290,8 @@ def _attribute(
     """Attribute this demo's trials only (a reused ``--store`` may hold other runs)."""
     from afperturb.datasets import synthetic
     from afperturb.design import Perturbation
-    from afperturb.hypotheses import attribute
-    from afperturb.models.simulated import PROFILES
+    from afperturb.hypotheses import HYPOTHESES, attribute
+    from afperturb.profiles import PAPER_TABLE1, PROFILES
     from afperturb.results import SweepResult
     from afperturb.store import Store
 
@@ -294,15 +309,30 @@ def _attribute(
         db.close()
     frame = pd.concat(frames, ignore_index=True)
     table = attribute(frame)
-    truth = {name: PROFILES[name.partition("/")[2]].planted() for name in names}
+    profiles = {name: PROFILES[name.partition("/")[2]] for name in names}
+    truth = {name: prof.expected_verdicts() for name, prof in profiles.items()}
     compared = table.compare(truth)
-    stats = table.to_frame()[["model", "hypothesis", "estimate", "ci_low", "ci_high", "pvalue_adj"]]
+    paper = {
+        (name, h): sym
+        for name in names
+        for h, sym in zip(HYPOTHESES, PAPER_TABLE1.get(name.partition("/")[2], ()), strict=False)
+    }
+    compared["paper"] = [
+        paper.get((m, h), "")
+        for m, h in zip(compared["model"], compared["hypothesis"], strict=True)
+    ]
+    stats = table.to_frame()[
+        ["model", "hypothesis", "verdict_reason", "estimate", "ci_low", "ci_high", "pvalue_adj"]
+    ]
     merged = compared.merge(stats, on=["model", "hypothesis"], how="left")
     columns = [
         "model",
         "hypothesis",
         "planted",
+        "expected",
+        "paper",
         "verdict",
+        "verdict_reason",
         "estimate",
         "ci_low",
         "ci_high",

@@ -77,18 +77,18 @@ def test_demo_small_matches_planted_truth(tmp_path: Path) -> None:
     db = tmp_path / "demo.sqlite"
     out = ok(
         afperturb(
-            "demo", "--requests", "20", "--models", "sim/sycophant", "sim/no-gap",
+            "demo", "--requests", "120", "--models", "sim/sycophant", "sim/no-gap",
             "--store", str(db), "--jobs", "1", "--quiet",
         )
     )  # fmt: skip
-    assert "8/8 verdicts match the planted motives" in out
-    assert "1960 trials (2 models × 49 conditions × 20 requests)" in out
+    assert "8/8 cells match the planted truth" in out
+    assert "11760 trials (2 models × 49 conditions × 120 requests)" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("sim/")]
     assert len(rows) == 8
     syc = next(r for r in rows if r[0] == "sim/sycophant" and r[1:3] == ["rater", "sycophancy"])
-    assert syc[3] == "supported" and syc[-2:] == ["yes", "hit"]
+    assert syc[3:6] == ["✓", "✓", "supported"] and syc[-1] == "hit"
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 1960
+        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 11760
 
 
 def test_demo_in_two_processes_shares_one_store(tmp_path: Path) -> None:

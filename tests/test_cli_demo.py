@@ -18,24 +18,25 @@ from tests._loopback import LoopbackServer
 def test_run_demo_in_process(tmp_path: Path) -> None:
     seen: list[str] = []
     demo = run_demo(
-        requests=30,
+        requests=120,  # the Pro–Enterprise pair alone carries rater sycophancy
         models=["sim/sycophant", "sim/sycophant"],  # duplicates are dropped
         store=tmp_path / "d.sqlite",
         jobs=1,
         on_model_done=lambda model, seconds: seen.append(model),
     )
     assert isinstance(demo, DemoResult) and seen == ["sim/sycophant"]
-    assert demo.trials == 49 * 30 and demo.total == 4 and demo.all_hit
+    assert demo.trials == 49 * 120 and demo.total == 4 and demo.all_hit
     frame = demo.to_frame()
     assert list(frame["hypothesis"]) == list(PROFILES["sycophant"].planted())
     syc = frame.set_index("hypothesis").loc["rater_sycophancy"]
     assert syc["verdict"] == "supported" and syc["planted"] and syc["hit"]
     assert 0.05 < syc["estimate"] < 0.35 and syc["ci_low"] < syc["estimate"] < syc["ci_high"]
-    assert repr(demo).startswith("<DemoResult 1 models × 30 requests: 1470 trials, 4/4 hits")
-    assert demo.to_markdown().startswith("| model | hypothesis | verdict |")
+    assert syc["expected"] == "supported" and syc["paper"] == ""
+    assert repr(demo).startswith("<DemoResult 1 models × 120 requests: 5880 trials, 4/4 hits")
+    assert demo.to_markdown().startswith("| model | hypothesis | paper | afperturb | verdict |")
     assert "<table>" in demo._repr_html_() and "rater sycophancy" in demo._repr_html_()
     text = format_demo(demo)
-    assert "4/4 verdicts match the planted motives" in text and "elapsed" in text
+    assert "4/4 cells match the planted truth" in text and "elapsed" in text
 
 
 def test_a_reused_store_is_scoped_to_this_demo(tmp_path: Path) -> None:
@@ -116,11 +117,12 @@ def test_demo_miss_exits_1_and_interrupt_exits_130(
 
     real = run_demo(requests=6, models=["sim/no-gap"], store=tmp_path / "d.sqlite", jobs=1)
     frame = real.comparison.copy()
+    frame["hit"] = True  # whatever 6 requests gave, exactly one cell misses
     frame.loc[0, "hit"] = False
     missed = DemoResult(frame, real.table, real.store, 6, real.trials, 0, 0.1, real.sweep_s)
     monkeypatch.setattr(demo_module, "run_demo", lambda *a, **k: missed)
     assert cli.main(["demo", "--quiet", "--models", "sim/no-gap"]) == 1
-    assert "3/4 verdicts match" in capsys.readouterr().out
+    assert "3/4 cells match" in capsys.readouterr().out
 
     def interrupted(*args: object, **kwargs: object) -> DemoResult:
         raise KeyboardInterrupt

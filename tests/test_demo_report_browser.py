@@ -65,7 +65,7 @@ def test_demo_store_report_renders_and_payloads_stay_inert(tmp_path: Path) -> No
     demo = _cli("demo", "--requests", "12", "--store", str(store), "--jobs", "1", "--quiet")
     assert demo.returncode in (0, 1), demo.stderr  # 1 = a verdict missed at this tiny n
     assert "Traceback" not in demo.stderr
-    assert "sim/opus-like" in demo.stdout
+    assert "sim/claude-3-opus-like" in demo.stdout
 
     hostile = Perturbation.preset("rater_sycophancy")
     hostile.sweep(HostileModel(), synthetic(4), store=str(store), progress=False)
@@ -75,7 +75,7 @@ def test_demo_store_report_renders_and_payloads_stay_inert(tmp_path: Path) -> No
     assert report.returncode == 0, report.stderr
     page = out / "report.html"
     html = page.read_text()
-    assert "sim/opus-like" in html and "scripted/hostile" in html
+    assert "sim/claude-3-opus-like" in html and "scripted/hostile" in html
     assert "<script>document" not in html  # the payload never appears as live markup
 
     dom = _dump(page.as_uri(), tmp_path / "profile")

@@ -58,8 +58,8 @@ DOC_EXPECTED: dict[str, tuple[str, ...]] = {
     "index.md": ("{'hypothesis': 'rater_sycophancy', 'verdict': 'supported'}",),
     "quickstart.md": (
         "c30c7f1f92db8 pro False True",
-        "{'enterprise': 0.13, 'free': 0.3, 'pro': 0.31}",
-        "<GapEstimate estimate=0.1751 ci_low=0.1104 ci_high=0.2397 pvalue=1.96e-07>",
+        "{'enterprise': 0.12, 'free': 0.3, 'pro': 0.31}",
+        "<GapEstimate estimate=0.1931 ci_low=0.1311 ci_high=0.2551 pvalue=2.886e-09>",
         "1 supported, 3 not_tested",
         "<CostEstimate openai/gpt-4o: 4900 trials, 7,746,448 tokens, $48.77",
     ),
@@ -68,7 +68,7 @@ DOC_EXPECTED: dict[str, tuple[str, ...]] = {
         "{'rejected': 4}",
         "<JudgeRun evasive: 4 labelled, 0 skipped, 0 errors, 2 requests (2 cached)>",
         "<JudgeRun evasive: 0 labelled, 4 skipped, 0 errors, 0 requests (0 cached)>",
-        "paired 196 0.189 True",
+        "paired 198 0.091 True",
     ),
     "migrating.md": (
         "<is_free_tier_user>true</is_free_tier_user>",

@@ -118,7 +118,7 @@ def test_expected_verdicts_read_the_paper() -> None:
         for h, planted in prof.planted().items():
             if h != "terminal_goal_guarding":
                 assert verdicts[h] == ("supported" if planted else "absent"), (name, h)
-    assert PROFILES["opus-paper"].expected_verdicts() == {
+    assert PROFILES["claude-3-opus-like"].expected_verdicts() == {
         "rater_sycophancy": "absent",
         "instrumental_goal_guarding": "supported",
         "terminal_goal_guarding": "conflicting",
@@ -170,8 +170,8 @@ def test_scalar_and_vector_truth_agree() -> None:
 
 
 def test_expected_af_rate_matches_the_backend() -> None:
-    prof = PROFILES["opus-paper"]
-    sim = from_name("opus-paper")
+    prof = PROFILES["claude-3-opus-like"]
+    sim = from_name("claude-3-opus-like")
     reqs = [f"r{i}" for i in range(3000)]
     for c in TGG:
         decisions = [sim.decide(ctx(c, r)) for r in reqs]

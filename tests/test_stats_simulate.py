@@ -28,8 +28,8 @@ def test_one_registry_and_no_second_profile_type() -> None:
 
 def test_frame_has_the_real_sweeps_condition_table() -> None:
     design = Perturbation.preset("paper")
-    real = sweep(design, from_name("opus-paper"), synthetic(2), progress=False).to_frame()
-    sim = st.simulate_frame(design, "opus-paper", n_requests=2)
+    real = sweep(design, from_name("claude-3-opus-like"), synthetic(2), progress=False).to_frame()
+    sim = st.simulate_frame(design, "claude-3-opus-like", n_requests=2)
     assert list(sim.columns) == list(real.columns)
     assert dict(sim.dtypes) == dict(real.dtypes)
     table = [c for c in real.columns if c not in FRAME_TRIAL_COLUMNS]
@@ -37,9 +37,9 @@ def test_frame_has_the_real_sweeps_condition_table() -> None:
         sim[table].drop_duplicates().reset_index(drop=True),
         real[table].drop_duplicates().reset_index(drop=True),
     )
-    assert real["model"].iloc[0] == sim["model"].iloc[0] == "sim/opus-paper"
+    assert real["model"].iloc[0] == sim["model"].iloc[0] == "sim/claude-3-opus-like"
     assert len(st.simulate_frame("all", "no-gap", n_requests=2)) == 2 * (len(PAPER) + 2)
-    by_name = st.simulate_frame("paper", "opus-paper", n_requests=2)
+    by_name = st.simulate_frame("paper", "claude-3-opus-like", n_requests=2)
     pd.testing.assert_frame_equal(by_name, sim)
     with pytest.raises(DesignError, match="valid designs"):
         st.simulate_frame("papr", "no-gap")
@@ -50,7 +50,7 @@ def test_frame_has_the_real_sweeps_condition_table() -> None:
 
 
 def test_frame_follows_the_backends_truth() -> None:
-    prof = PROFILES["opus-paper"]
+    prof = PROFILES["claude-3-opus-like"]
     f = st.simulate_frame("terminal_goal_guarding", prof, n_requests=20000, seed=1)
     ok = f["complied"].notna()
     assert (~ok).mean() == pytest.approx(prof.format_failure_rate, abs=0.002)
