@@ -225,8 +225,9 @@ class BatchRunner:
             cache_key=t.keys[0] if t.keys else t.next_key,
             cost_usd=cost,
         )
+        # The engine's labellers, as in the realtime sweep: heuristics get the request too.
         labels = (
-            tuple(c.label(trial, t.condition) for c in e.classifiers)
+            tuple([label(trial, t.condition, t.request) for label in e.labellers])
             if trial.status == "completed"
             else ()
         )

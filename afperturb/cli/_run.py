@@ -238,11 +238,16 @@ def _heuristic(name: str) -> Any:
 
 
 def _label_inline(store: Any, classifier: Any) -> tuple[int, dict[str, int]]:
+    """Label every completed trial as the sweep does: heuristics get the trial's request."""
+    from afperturb.classify.base import labeller
+
     conditions = store.conditions()
+    requests = store.requests()
+    label_of = labeller(classifier)
     labels: list[Any] = []
     counts: dict[str, int] = {}
     for trial in store.trials(status="completed"):
-        label = classifier.label(trial, conditions.get(trial.condition_id))
+        label = label_of(trial, conditions.get(trial.condition_id), requests.get(trial.request_id))
         counts[label.value] = counts.get(label.value, 0) + 1
         labels.append(label)
         if len(labels) >= 2048:
