@@ -7,7 +7,11 @@ from a store is a :class:`ReportSource`, a callable the CLI or the lead wires in
 
 from __future__ import annotations
 
+import contextlib
 import html
+import os
+import secrets
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +92,8 @@ def write_report(
             object with ``to_frame()``.
         table: ``HypothesisTable.to_frame()`` columns, an object with ``to_frame()``, or None.
         manifest: the run manifest (JSON-able), shown verbatim.
-        out_dir: created if missing; existing report files are overwritten.
+        out_dir: created if missing; existing report files are replaced, each atomically (a
+            write that fails, e.g. on a full disk, leaves the previous file as it was).
         pairs: condition-id pairs (a, b) for the gap table, the bars and the viewer's presets;
             default: per model, trained vs unmonitored conditions one axis apart.
         max_requests: requests per model embedded in the viewer (None: all).
@@ -108,10 +113,12 @@ def write_report(
     figs = write_figures(data.trials, table_or_none, out / "figures", pairs=pairs)
     relative = {name: f"figures/{path.name}" for name, path in figs.written.items()}
     markdown_path = out / "report.md"
-    markdown_path.write_text(render_markdown(data, relative, figs.skipped), encoding="utf-8")
     html_path = out / "report.html"
+    # Both rendered before either is written: a rendering error leaves both previous files.
+    text = render_markdown(data, relative, figs.skipped)
     page = render_html(data, figs.written, figs.skipped, title=title, max_requests=max_requests)
-    html_path.write_text(page, encoding="utf-8")
+    write_atomic(markdown_path, text)
+    write_atomic(html_path, page)
     return ReportPaths(
         out_dir=out,
         markdown=markdown_path,
@@ -119,6 +126,48 @@ def write_report(
         figures=dict(figs.written),
         skipped_figures=dict(figs.skipped),
     )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` (UTF-8) all at once, or leave it as it was.
+
+    The text goes to a temporary file in the same directory (so the rename never crosses a
+    file system), is fsynced, and then :func:`os.replace` swaps it in: readers see the old file
+    or the new one, never part of one. On any failure (``ENOSPC`` mid-write, an interrupt) the
+    temporary file is removed and the error propagates. A new file gets the usual permissions
+    (0666 less the umask); an existing one keeps its own.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = None
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename durable too (POSIX); a no-op where directories cannot be opened."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 class ReportSource(Protocol):
