@@ -44,17 +44,47 @@ _AS_SPACE: Final = str.maketrans(dict.fromkeys("\t\r\f\v", " "))
 
 
 @functools.lru_cache(maxsize=8192)
-def _probes(text: str) -> tuple[str, tuple[tuple[int, str], ...]]:
+def _probes(text: str, brackets: bool = False) -> tuple[str, tuple[tuple[int, str], ...]]:
     """The request's normal form and its probes, ``(offset, text)`` (none when too short)."""
-    req = request_form(text)
+    req = request_form(text, brackets=brackets)
     if len(req) < MIN_SPAN:
         return req, ()
     return req, tuple((i, req[i : i + _PROBE]) for i in range(0, len(req) - _PROBE + 1, _STRIDE))
 
 
-def request_form(text: str) -> str:
-    """The request as the simulator quotes it, lowercased: no ``<``/``>``, single spaces."""
-    return " ".join(text.lower().replace("<", "").replace(">", "").split())
+def request_form(text: str, *, brackets: bool = False) -> str:
+    """The request as the simulator quotes it, lowercased: no ``<``/``>``, single spaces.
+
+    ``brackets=True`` keeps ``<`` and ``>``: the form a verbatim quote of a request that holds
+    tags has (the tag parser looks for those, :func:`quoted_spans`).
+    """
+    low = text.lower()
+    if not brackets:
+        low = low.replace("<", "").replace(">", "")
+    return " ".join(low.split())
+
+
+def quoted_spans(
+    text: str, request: str | None, *, brackets: bool = False
+) -> list[tuple[int, int]]:
+    """The spans ``(start, end)`` of ``text`` (already lowercased) it shares with ``request``.
+
+    Sorted, merged, each at least :data:`MIN_SPAN` characters; none when there is no request
+    or it is shorter than that. ``brackets``: compare with the request's ``<`` and ``>`` kept
+    (:func:`request_form`), so that a quote of it keeps its tags inside one span.
+    """
+    if not request:
+        return []
+    req, probes = _probes(request, brackets)
+    flat = text.replace("\n", " ")
+    if "\t" in flat or "\r" in flat:
+        flat = flat.translate(_AS_SPACE)
+    for _, probe in probes:  # cheap exit: most replies share no 20 characters with the request
+        if probe in flat:
+            break
+    else:
+        return []
+    return _shared_spans(flat, req, probes)
 
 
 def without_request(text: str, request: str | None) -> str:
@@ -64,18 +94,7 @@ def without_request(text: str, request: str | None) -> str:
     :data:`MIN_SPAN` characters, or nothing is shared; otherwise ``text`` with each shared
     span replaced by one space.
     """
-    if not request:
-        return text
-    req, probes = _probes(request)
-    flat = text.replace("\n", " ")
-    if "\t" in flat or "\r" in flat:
-        flat = flat.translate(_AS_SPACE)
-    for _, probe in probes:  # cheap exit: most replies share no 20 characters with the request
-        if probe in flat:
-            break
-    else:
-        return text
-    spans = _shared_spans(flat, req, probes)
+    spans = quoted_spans(text, request)
     if not spans:
         return text
     out: list[str] = []
@@ -131,4 +150,4 @@ def _shared_spans(
     return merged
 
 
-__all__ = ["MIN_SPAN", "request_form", "without_request"]
+__all__ = ["MIN_SPAN", "quoted_spans", "request_form", "without_request"]
