@@ -16,7 +16,7 @@ from _sweepkit import (
     requests,
 )
 
-from afperturb.errors import BackendResponseError, BackendTimeout, RateLimited
+from afperturb.errors import BackendResponseError, BackendTimeout, DesignError, RateLimited
 from afperturb.models.base import GenerationContext
 from afperturb.models.simulated import from_name
 from afperturb.records import Message, SamplingParams
@@ -419,7 +419,7 @@ def test_config_and_overrides_merge() -> None:
     assert len(res.to_frame()) == 2 * 2 * 2
     res = sweep(FakePerturbation(), model, requests(2), config=cfg, samples=3, progress=False)
     assert len(res.to_frame()) == 2 * 2 * 3
-    with pytest.raises(ValueError, match="concurrency"):
+    with pytest.raises(DesignError, match="'concurrency': got 0"):  # issue 14: not pydantic's
         SweepConfig(concurrency=0)
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from afperturb.classify.base import Classifier
-from afperturb.errors import DesignError
+from afperturb.errors import DesignError, StoreError, short_repr, unknown_choice
 from afperturb.models.base import Model
 from afperturb.records import Request, SamplingParams
 from afperturb.results import SweepResult
@@ -26,13 +27,16 @@ from afperturb.sweep._engine import PerturbationLike, default_classifiers, run_s
 from afperturb.sweep._estimate import CostEstimate, estimate_cost
 from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
 
+_UNSET = object()
+
 
 def _config(config: SweepConfig | None, **options: Any) -> SweepConfig:
     """Merge explicit options over ``config``; an option equal to its default does not count."""
     base = config if config is not None else DEFAULTS
     if options.get("params") is None:
         options.pop("params", None)
-    changed = {k: v for k, v in options.items() if v != getattr(DEFAULTS, k)}
+    # An unknown name never equals a default, so merged() reports it (with the valid ones).
+    changed = {k: v for k, v in options.items() if v != getattr(DEFAULTS, k, _UNSET)}
     if config is None:
         changed = {k: v for k, v in options.items() if k != "params" or v is not None}
     return base.merged(changed)
@@ -41,10 +45,61 @@ def _config(config: SweepConfig | None, **options: Any) -> SweepConfig:
 def _mode(mode: str) -> str:
     """Check ``mode`` early, naming the valid ones (issue 8)."""
     if mode not in ("realtime", "batch"):
-        from afperturb.errors import unknown_choice
-
         raise unknown_choice("mode", mode, ["batch", "realtime"])
     return mode
+
+
+def _check_keywords(unknown: dict[str, Any]) -> None:
+    """A misspelled keyword of sweep() is a DesignError naming it and the valid ones."""
+    if unknown:
+        valid = [p for p in inspect.signature(sweep_async).parameters if p != "unknown"]
+        raise unknown_choice("sweep option", sorted(unknown)[0], valid, suggest=True)
+
+
+def check_requests(requests: Iterable[Request]) -> list[Request]:
+    """The request set as a list; a DesignError unless every item is a Request with its own id.
+
+    Catches a bare string (which would iterate into characters), plain strings or dicts in
+    the list, and two requests sharing an id (their trials would silently merge into one).
+    """
+    hint = "build them with af.datasets.make_requests(texts, source) or af.datasets.from_csv"
+    if isinstance(requests, str | bytes | Request):
+        raise DesignError(
+            f"requests must be a list of Request objects, got one {type(requests).__name__} "
+            f"{short_repr(requests)}; {hint}"
+        )
+    try:
+        items = list(requests)
+    except TypeError as exc:
+        raise DesignError(
+            f"requests must be a list of Request objects, got {short_repr(requests)} "
+            f"({type(requests).__name__}); {hint}"
+        ) from exc
+    seen: dict[str, int] = {}
+    for index, item in enumerate(items):
+        if not isinstance(item, Request):
+            raise DesignError(
+                f"requests[{index}] is {short_repr(item)} ({type(item).__name__}), not a "
+                f"Request; {hint}"
+            )
+        first = seen.setdefault(item.id, index)
+        if first != index:
+            raise DesignError(
+                f"duplicate request id {item.id!r} at requests[{first}] and requests[{index}]; "
+                "every request needs its own id (trials are keyed by it)"
+            )
+    return items
+
+
+def check_store_path(store: Store | str | Path | None) -> None:
+    """A store path's folder must exist: a StoreError naming it (nothing is created)."""
+    if isinstance(store, str | Path):
+        folder = Path(store).parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"cannot create store {str(store)!r}: directory {str(folder)!r} does not "
+                "exist (create it first)"
+            )
 
 
 def _shard(shard: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -89,8 +144,15 @@ async def sweep_async(
     processes: int = 1,
     clock: Clock | None = None,
     sleep: Sleep | None = None,
+    **unknown: Any,
 ) -> SweepResult:
     """Run every condition × request × sample on ``model``; the native async form of sweep().
+
+    Every argument is checked before any request is sent: a misspelled keyword, an option out
+    of range, requests that are not :class:`~afperturb.records.Request` objects or share an
+    id, and a store path in a folder that does not exist are
+    :class:`~afperturb.errors.DesignError` (the last a :class:`~afperturb.errors.StoreError`)
+    naming the value and what is allowed.
 
     Args:
         perturbation: the design (``conditions()`` and ``render()``).
@@ -117,11 +179,13 @@ async def sweep_async(
             ``max_cost_usd``: for more trials/s than one core's worth of client CPU allows.
         clock: monotonic clock for the rate limiter (tests).
         sleep: async sleep for backoff and rate limits (tests).
+        unknown: nothing is accepted here: a misspelled keyword is a DesignError.
 
     Returns:
         A :class:`~afperturb.results.SweepResult` (lazy over the store when there is one);
         ``stopped_reason`` is ``"max_cost_usd"`` when the cost cap ended the sweep early.
     """
+    _check_keywords(unknown)
     cfg = _config(
         config,
         samples=samples,
@@ -137,10 +201,12 @@ async def sweep_async(
         shard=_shard(shard),
         processes=_check_processes(processes),
     )
+    reqs = check_requests(requests)
+    check_store_path(store)
     return await run_sweep(
         perturbation,
         model,
-        requests,
+        reqs,
         cfg,
         store,
         classifiers,
@@ -238,7 +304,7 @@ def estimate(
 ) -> CostEstimate:
     """Estimate a sweep's tokens and cost before running it (sends nothing)."""
     cfg = _config(config, samples=samples, params=params, **options)
-    return estimate_cost(perturbation, model, requests, cfg)
+    return estimate_cost(perturbation, model, check_requests(requests), cfg)
 
 
 __all__ = [
@@ -246,6 +312,8 @@ __all__ = [
     "CostEstimate",
     "SweepConfig",
     "SweepResult",
+    "check_requests",
+    "check_store_path",
     "default_classifiers",
     "estimate",
     "sweep",

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from afperturb.errors import DesignError, invalid_fields
 from afperturb.records import SamplingParams
 
 
@@ -14,7 +15,8 @@ class SweepConfig(BaseModel):
 
     Keyword arguments given to ``sweep()`` override a passed ``config`` (see :meth:`merged`).
     Nothing here changes a cache key except ``seed``, ``samples`` (which trials exist) and
-    ``params``.
+    ``params``. A bad or unknown option is a :class:`~afperturb.errors.DesignError` naming
+    the option, its value and what is allowed.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -57,6 +59,24 @@ class SweepConfig(BaseModel):
     #: Batch price as a fraction of the realtime price (both providers charge 50 %).
     batch_price_factor: float = Field(default=0.5, ge=0)
 
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _option_error(exc) from exc
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _check_rate_limit(
+        cls, value: tuple[float | None, float | None] | None
+    ) -> tuple[float | None, float | None] | None:
+        if value is not None and any(x is not None and not x > 0 for x in value):
+            raise ValueError(
+                "rate_limit is (requests per minute, tokens per minute), each > 0 or None "
+                "(None: no limit)"
+            )
+        return value
+
     @field_validator("shard")
     @classmethod
     def _check_shard(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -68,7 +88,13 @@ class SweepConfig(BaseModel):
         """A copy with ``overrides`` applied and validated."""
         if not overrides:
             return self
+        # model_validate runs __init__ (pydantic calls a custom one), so errors are converted.
         return SweepConfig.model_validate({**self.model_dump(), **overrides})
+
+
+def _option_error(exc: ValidationError) -> DesignError:
+    """The sweep options' ValidationError as one DesignError (option, value, rule)."""
+    return invalid_fields("SweepConfig", exc, SweepConfig.model_fields, kind="sweep option")
 
 
 #: Defaults of the keyword arguments of sweep(); an argument equal to its default does not
