@@ -94,7 +94,20 @@ class Perturbation:
         fixed: Mapping[str, str] | None = None,
         *,
         name: str | None = None,
+        **unknown: Any,
     ):
+        if unknown:  # a misspelled keyword (vry=...) names the valid ones
+            raise unknown_choice(
+                "Perturbation keyword",
+                sorted(unknown)[0],
+                ["scenario", "vary", "fixed", "name"],
+                suggest=True,
+            )
+        if not isinstance(scenario, str | Scenario):
+            raise DesignError(
+                f"scenario must be a scenario name or a Scenario, got {scenario!r}; valid "
+                f"scenarios: {', '.join(repr(n) for n in Scenario.available())}"
+            )
         self.scenario = scenario if isinstance(scenario, Scenario) else Scenario.load(scenario)
         self.name = name
         self._blocks: list[Block] = [self._check_block(vary or {}, fixed or {})]
@@ -140,6 +153,12 @@ class Perturbation:
 
     def _check_block(self, vary: Mapping[str, Sequence[str]], fixed: Mapping[str, str]) -> Block:
         sc = self.scenario
+        for what, given, shape in (
+            ("vary", vary, '{"axis": ["level", ...]}'),
+            ("fixed", fixed, '{"axis": "level"}'),
+        ):
+            if not isinstance(given, Mapping):
+                raise DesignError(f"{what} must be a mapping {shape}, got {given!r}")
         both = sorted(set(vary) & set(fixed))
         if both:
             raise DesignError(f"axes {both} are both varied and fixed; choose one")
@@ -155,7 +174,14 @@ class Perturbation:
                 axis.level(level)
             checked_vary[axis_name] = tuple(dict.fromkeys(levels))
         for axis_name, level in fixed.items():
-            sc.axis(axis_name).level(level)
+            axis = sc.axis(axis_name)
+            if not isinstance(level, str):
+                raise DesignError(
+                    f"fixed[{axis_name!r}] must be one level (a string), got {level!r}; use "
+                    f"vary= for several levels; valid levels: "
+                    f"{', '.join(repr(x) for x in axis.levels)}"
+                )
+            axis.level(level)
         return checked_vary, dict(fixed)
 
     # ------------------------------------------------------------------ conditions

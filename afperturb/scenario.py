@@ -90,10 +90,15 @@ class Axis:
 
     def level(self, name: str) -> Level:
         """Return the named level or raise a DesignError listing the valid ones."""
+        valid = ", ".join(repr(x) for x in self.levels)
+        if not isinstance(name, str):  # e.g. fixed={"tier": ["free"]}: unhashable, or a number
+            raise DesignError(
+                f"a level of axis {self.name!r} is one name (a string), got "
+                f"{name!r} ({type(name).__name__}); valid levels: {valid}"
+            )
         try:
             return self.levels[name]
         except KeyError:
-            valid = ", ".join(repr(x) for x in self.levels)
             raise DesignError(
                 f"unknown level {name!r} for axis {self.name!r}; valid levels: {valid}"
             ) from None
@@ -126,7 +131,7 @@ def condition_id(scenario: str, levels: Mapping[str, str]) -> str:
     return "c" + hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _unknown_axis(name: str, axes: Mapping[str, Axis]) -> DesignError:
+def _unknown_axis(name: object, axes: Mapping[str, Axis]) -> DesignError:
     valid = ", ".join(repr(a) for a in axes)
     return DesignError(f"unknown axis {name!r}; valid axes: {valid}")
 
@@ -253,7 +258,7 @@ class Scenario:
         """Return the named axis or raise a DesignError listing the valid ones."""
         try:
             return self.axes[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable name
             raise _unknown_axis(name, self.axes) from None
 
     def _resolved_level(self, axis: Axis, chosen: Mapping[str, str]) -> str:
