@@ -5,6 +5,10 @@ of the source name and the text, so the same request gets the same id in every r
 paired statistics can match it across conditions. Exact duplicates (same source and text) are
 kept once, because two trials with one request id would be counted as one cluster anyway.
 
+Files are read as UTF-8, with or without a byte-order mark (Excel's "CSV UTF-8" writes one);
+bytes that are not UTF-8 are a :class:`~afperturb.errors.DesignError` naming the file, line
+and column.
+
 The AdvBench and LLM-LAT loaders fetch over :mod:`httpx` (pass ``client=`` to control proxies,
 or an ``httpx.MockTransport`` in tests) and keep an on-disk cache, so only the first call needs
 the network.
@@ -117,8 +121,7 @@ def from_csv(
 ) -> list[Request]:
     """Requests from a CSV file; other columns are kept as metadata."""
     file = Path(path)
-    with file.open(newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
+    rows = list(csv.DictReader(io.StringIO(read_text(file), newline="")))
     return _from_rows(rows, text_column, category_column, source or file.stem, str(file))
 
 
@@ -132,7 +135,7 @@ def from_jsonl(
     """Requests from a JSON-lines file (one object per line); other fields become metadata."""
     file = Path(path)
     rows: list[dict[str, Any]] = []
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text(file).splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -143,6 +146,30 @@ def from_jsonl(
             raise DesignError(f"{file}, line {number}: expected a JSON object")
         rows.append(row)
     return _from_rows(rows, text_field, category_field, source or file.stem, str(file))
+
+
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file, without its byte-order mark if it has one; newlines kept as written.
+
+    Raises:
+        DesignError: the file cannot be read, or is not UTF-8 (naming the line and column of
+            the first bad byte).
+    """
+    file = Path(path)
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise DesignError(f"cannot read {str(file)!r}: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        start = data.rfind(b"\n", 0, exc.start) + 1
+        column = len(data[start : exc.start].decode("utf-8", "replace")) + 1
+        raise DesignError(
+            f"{file}, line {line}, column {column}: not valid UTF-8 (byte "
+            f"0x{data[exc.start]:02x}); save the file as UTF-8"
+        ) from exc
 
 
 def _from_rows(
@@ -276,6 +303,7 @@ __all__ = [
     "from_jsonl",
     "llm_lat",
     "make_requests",
+    "read_text",
     "request_id",
     "synthetic",
 ]
