@@ -12,6 +12,7 @@ Backends raise the :mod:`afperturb.errors` backend errors; whether to retry is d
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -110,7 +111,8 @@ def get(name: str, **kwargs: Any) -> Model:
     """Build a model from ``provider/model``, e.g. ``openai/gpt-4o`` or ``sim/opus-like``.
 
     Keyword arguments go to the backend (``base_url=``, ``api_key=``, ``headers=``,
-    ``client=``). Keys default to the provider's usual environment variable.
+    ``client=``). Keys default to the provider's usual environment variable. A keyword the
+    backend does not take is a DesignError naming it and the valid ones.
     """
     provider, sep, model_name = name.partition("/")
     if not sep or not model_name:
@@ -122,7 +124,25 @@ def get(name: str, **kwargs: Any) -> Model:
             raise unknown_choice("provider", provider, providers())
         module_name, _, attr = target.partition(":")
         factory = getattr(importlib.import_module(module_name), attr)
+    _check_options(provider, factory, kwargs)
     return factory(model_name, **kwargs)
+
+
+def _check_options(provider: str, factory: ModelFactory, kwargs: Mapping[str, Any]) -> None:
+    """Keywords ``factory`` does not take (``base_ur=``) are a DesignError, not a TypeError.
+
+    The first parameter is the model name; a factory with ``**kwargs`` checks its own.
+    """
+    try:
+        params = list(inspect.signature(factory).parameters.values())[1:]
+    except (TypeError, ValueError):  # no signature to read: let the factory decide
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for key in kwargs:
+        if key not in valid:
+            raise unknown_choice(f"{provider} model option", key, valid, suggest=True)
 
 
 __all__ = [

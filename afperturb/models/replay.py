@@ -168,9 +168,9 @@ class Replay:
         return found
 
 
-def from_name(model_name: str, **kwargs: Any) -> Replay:
-    """Registry factory: ``replay/<path-to-store.sqlite>``."""
-    return Replay(model_name, **kwargs)
+def from_name(model_name: str, *, model: str | None = None, name: str | None = None) -> Replay:
+    """Registry factory: ``replay/<path-to-store.sqlite>`` (``model``, ``name`` as in Replay)."""
+    return Replay(model_name, model=model, name=name)
 
 
 __all__ = ["Replay", "ReplayItem", "from_name", "replay_key"]
