@@ -11,10 +11,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from afperturb.design import PRESETS, Perturbation
-from afperturb.errors import DesignError, unknown_choice
+from afperturb.errors import AfperturbError, DesignError, short_repr, unknown_choice
 from afperturb.records import Request, SamplingParams
 
 __all__ = ["Experiment", "ModelSpec", "RequestSpec", "load_experiment"]
@@ -87,6 +87,15 @@ class Experiment(BaseModel):
     def _judge_model(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _judges_need_a_model(self) -> Experiment:
+        if self.judges and self.judge_model is None:
+            raise ValueError(
+                f"judges {self.judges} need judge_model = 'provider/model' (the model that "
+                "judges the transcripts)"
+            )
+        return self
+
     @field_validator("requests", mode="before")
     @classmethod
     def _requests(cls, value: Any) -> Any:
@@ -109,8 +118,28 @@ class Experiment(BaseModel):
         return Perturbation(self.scenario, vary=self.vary, fixed=self.fixed)
 
     def store_path(self) -> Path:
-        """The store, relative to the experiment file's folder."""
-        return self.base_dir / self.store
+        """The store, relative to the experiment file's folder (whose folder must exist)."""
+        from afperturb.sweep import check_store_path
+
+        path = self.base_dir / self.store
+        check_store_path(path)
+        return path
+
+    def check(self) -> None:
+        """Everything that can be checked offline, so no mistake surfaces after the sweep.
+
+        Builds the design, every model and the judge model (backends connect lazily, so this
+        sends nothing) and loads every judge declaration. Raises the first problem as a
+        DesignError (or ClassifierError) naming the value.
+        """
+        from afperturb.classify.judges import load_judge
+        from afperturb.models.base import get
+
+        self.perturbation()
+        for spec in [*self.models, *([self.judge_model] if self.judge_model else [])]:
+            get(spec.name, **dict(spec.model_extra or {}))
+        for name in self.judges:
+            load_judge(name)
 
     def load_requests(self) -> list[Request]:
         """The request set (downloads and caches AdvBench / LLM-LAT on first use)."""
@@ -162,9 +191,23 @@ def load_experiment(path: Path) -> Experiment:
     if "base_dir" in data:
         raise DesignError(f"{path}: 'base_dir' is not an experiment key")
     try:
-        return Experiment.model_validate({**data, "base_dir": path.resolve().parent})
+        experiment = Experiment.model_validate({**data, "base_dir": path.resolve().parent})
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in exc.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: "
+            + e["msg"].removeprefix("Value error, ")
+            + (f" (got {short_repr(e['input'])})" if e["type"] not in _NO_INPUT else "")
+            for e in exc.errors()
         )
         raise DesignError(f"{path}: {problems}") from exc
+    except DesignError as exc:  # a record's own check (params = {temperature = -5})
+        raise DesignError(f"{path}: {exc}") from exc
+    try:
+        experiment.check()
+    except AfperturbError as exc:
+        raise type(exc)(f"{path}: {exc}") from exc
+    return experiment
+
+
+#: pydantic error types whose ``input`` is the whole table, not the bad value.
+_NO_INPUT = ("missing", "extra_forbidden", "model_type", "value_error")
