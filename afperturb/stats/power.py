@@ -116,6 +116,11 @@ def _effect_size(
     samples: int = 1,
     intra_correlation: float = 0.0,
 ) -> float:
+    if gap == 0:
+        raise DesignError(
+            "gap must be non-zero (a gap of 0 cannot be detected at any n); got 0, e.g. use "
+            "0.05 for 5 percentage points"
+        )
     p_t = p_control + gap
     if not (0 <= p_control <= 1 and 0 <= p_t <= 1):
         raise DesignError(f"p_control={p_control} and p_control + gap={p_t} must lie in [0, 1]")
