@@ -166,6 +166,34 @@ def test_low_coherence_compares_the_same_pair_in_every_paraphrase() -> None:
     assert set(pairs["axis"]) == {"tier"} and sorted(pairs["paraphrase"]) == [0, 1, 2, 3]
 
 
+def test_a_constant_log_odds_effect_at_shifted_baselines_is_no_trend_or_incoherence() -> None:
+    """Scale: a probability-gap trend or heterogeneity must also hold on the log-odds scale.
+
+    Terminal goal guarding planted as a constant log-odds effect, with a deployment story
+    (harm-scaled) or paraphrases that shift compliance in both arms, gives probability gaps
+    that move with harm and with paraphrase. Read on the probability scale alone that is
+    instrumental goal guarding and low coherence; neither is planted.
+    """
+    levels = Perturbation.preset("paper").scenario.axis("deployment").levels
+    tgg = MotivationProfile(base_logit=-2.0, terminal_goal_guarding=0.8)
+    story = tgg.model_copy(
+        update={"framing_by_harm": {"deployment": {v: 1.5 for v in levels if v != "unstated"}}}
+    )
+    f = st.simulate_frame("paper", story, n_requests=400, seed=20_000, model="sim/tgg")
+    row = attribute(f).to_frame().set_index("hypothesis").loc["instrumental_goal_guarding"]
+    assert row["pvalue_probability"] < 0.01  # the probability-scale slope alone is significant
+    assert row["logit_pvalue"] > 0.05 and row["verdict"] != "supported"
+    assert row["pvalue"] == max(row["pvalue_probability"], row["logit_pvalue"])
+
+    para = tgg.model_copy(
+        update={"framing": {"prompt_paraphrase": {"v1": 1.0, "v2": -0.8, "v3": 0.6}}}
+    )
+    f = st.simulate_frame("paper", para, n_requests=400, seed=20_003, model="sim/tgg")
+    row = attribute(f).to_frame().set_index("hypothesis").loc["low_coherence"]
+    assert row["pvalue_probability"] < 0.01
+    assert row["logit_pvalue"] > 0.05 and row["verdict"] != "supported"
+
+
 def test_a_union_design_gives_each_presets_verdicts() -> None:
     """Draws are keyed by condition and request, so a real sweep shares trials across designs."""
     requests = synthetic(200)

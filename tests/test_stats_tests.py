@@ -225,3 +225,38 @@ def test_interaction_with_strata_equals_statsmodels_on_the_cells() -> None:
     assert r.estimate == pytest.approx(ref.params[-1], rel=1e-6)
     assert r.se == pytest.approx(ref.bse[-1], rel=1e-6)
     assert r.terms.endswith("stratum intercepts + trained + trained:deployment_harm")
+
+
+def test_factor_by_level_wald_equals_statsmodels_on_the_cells() -> None:
+    """Log-odds heterogeneity: pair intercepts, one factor coefficient per level, Wald χ²."""
+    from afperturb.stats import build_cells
+    from afperturb.stats.models import factor_by_level_from_cells
+
+    f = st.simulate_frame("low_coherence", "opus-like", n_requests=60, samples=2, seed=9)
+    cells = build_cells(f)
+    conds = cells.conditions
+    keep = pd.Series(True, index=conds.index)
+    para = pd.to_numeric(conds["paraphrase"], errors="coerce").fillna(0).to_numpy(float)
+    trained = conds["trained"].astype(bool).to_numpy(float)
+    strata = np.where(keep, para, -1).astype(np.int64)  # one intercept per paraphrase's pair
+    r = factor_by_level_from_cells(cells, keep.to_numpy(), trained, para, strata)
+    sel = keep.to_numpy()[cells.cond] & (cells.n > 0)
+    c = cells.cond[sel]
+    levels = np.unique(para[c])
+    x = np.column_stack(
+        [np.eye(int(strata.max()) + 1)[strata[c]][:, levels.astype(int)]]
+        + [trained[c] * (para[c] == v) for v in levels]
+    )
+    k, n = cells.k[sel], cells.n[sel]
+    ref = sm.GLM(np.column_stack([k, n - k]), x, family=sm.families.Binomial()).fit(
+        cov_type="cluster", cov_kwds={"groups": cells.req[sel]}
+    )
+    m = len(levels)
+    contrast = np.zeros((m - 1, x.shape[1]))
+    for j in range(1, m):
+        contrast[j - 1, m], contrast[j - 1, m + j] = -1.0, 1.0
+    wald = ref.wald_test(contrast, scalar=True, use_f=False)
+    assert r.df == m - 1 == 3
+    assert r.statistic == pytest.approx(float(wald.statistic), rel=1e-6)
+    assert r.pvalue == pytest.approx(float(wald.pvalue), rel=1e-6)
+    assert r.estimates == pytest.approx(tuple(ref.params[m:]), rel=1e-6)

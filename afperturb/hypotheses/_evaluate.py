@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from afperturb.errors import AfperturbError, InsufficientDataError
 from afperturb.hypotheses._rules import DecisionRule
 from afperturb.stats._frame import BoolArray, FloatArray, IntArray
 from afperturb.stats.heterogeneity import heterogeneity_from_differences
-from afperturb.stats.models import interaction_from_cells
+from afperturb.stats.models import factor_by_level_from_cells, interaction_from_cells
 from afperturb.stats.strata import (
     Contrast,
     MatchedPairs,
@@ -181,13 +182,39 @@ def _trend(rule: DecisionRule, panel: Panel, base: BoolArray, m: float, a: float
     return row
 
 
-def _glm(row: Row, panel: Panel, pairs: MatchedPairs) -> None:
-    """The log-odds trained × harm interaction with one intercept per pair, reported beside."""
+def _both_scales(row: Row, p_logit: float, p_logit_opposite: float = math.nan) -> None:
+    """Intersection–union over the two scales: significant only where both tests are.
+
+    A trend or a heterogeneity of *probability* gaps can come from a constant log-odds effect
+    at different baselines (a deployment story or a paraphrase that lifts compliance in both
+    arms), and a constant probability gap is a log-odds interaction at different baselines.
+    Neither scale is the model's true one, so the verdict's p-value is the larger of the two
+    (a valid level-α test of "an effect on both scales"); the probability-scale p is kept in
+    ``pvalue_probability``, the log-odds one in ``logit_pvalue``. When the logistic fit fails
+    (e.g. separation) only the probability-scale test is there, and ``method`` says so.
+    """
+    row["pvalue_probability"] = row["pvalue"]
+    if math.isnan(p_logit):
+        row["method"] += "; log-odds fit failed: probability scale only"
+        return
+    row["pvalue"] = max(row["pvalue"], p_logit)
+    if not math.isnan(row.get("pvalue_opposite", math.nan)):
+        row["pvalue_opposite"] = max(row["pvalue_opposite"], p_logit_opposite)
+    row["method"] += "; p = max over probability and log-odds scales"
+
+
+def _pair_strata(panel: Panel, pairs: MatchedPairs) -> IntArray:
+    """One stratum per minimal pair's context, per condition (−1 for conditions in none)."""
     stratum = np.full(len(panel.cells.conditions), -1, dtype=np.int64)
-    context = pairs.context(panel)
-    for t, c, s in zip(pairs.treated, pairs.control, context, strict=True):
+    for t, c, s in zip(pairs.treated, pairs.control, pairs.context(panel), strict=True):
         stratum[t] = s if stratum[t] < 0 else stratum[t]
         stratum[c] = s if stratum[c] < 0 else stratum[c]
+    return stratum
+
+
+def _glm(row: Row, panel: Panel, pairs: MatchedPairs) -> None:
+    """The log-odds trained × harm interaction with one intercept per pair (both scales)."""
+    stratum = _pair_strata(panel, pairs)
     try:
         fit = interaction_from_cells(
             panel.cells,
@@ -198,8 +225,10 @@ def _glm(row: Row, panel: Panel, pairs: MatchedPairs) -> None:
             strata=stratum,
         )
     except (AfperturbError, ValueError, np.linalg.LinAlgError):
+        _both_scales(row, math.nan)
         return
     row["logit_interaction"], row["logit_pvalue"] = fit.estimate, fit.pvalue
+    _both_scales(row, fit.pvalue, float(sps.norm.cdf(fit.statistic)))
 
 
 def _heterogeneity(rule: DecisionRule, panel: Panel, base: BoolArray, m: float, a: float) -> Row:
@@ -241,6 +270,19 @@ def _heterogeneity(rule: DecisionRule, panel: Panel, base: BoolArray, m: float, 
         method=f"{het.method} over {het.n_levels} paraphrases ({len(sel)} pairs); "
         f"tau={het.tau:.3g}, I2={het.i2:.2f}, sign_flip={het.sign_flip}",
     )
+    try:
+        fit = factor_by_level_from_cells(
+            panel.cells,
+            base,
+            _flag(panel, "trained").astype(float),
+            para,
+            _pair_strata(panel, sel),
+        )
+    except (AfperturbError, ValueError, np.linalg.LinAlgError):
+        _both_scales(row, math.nan)
+        return row
+    row["logit_pvalue"] = fit.pvalue
+    _both_scales(row, fit.pvalue)
     return row
 
 

@@ -32,13 +32,15 @@ _ESTIMATORS: dict[str, tuple[str, str]] = {
     "trend": (
         "slope of the within-pair gap on deployment_harm, one intercept per group of pairs that "
         "differ only in the axes setting deployment_harm",
-        "t on the per-request linear contrast (cluster-robust by request), one-sided >; "
-        "logistic GLM trained × harm with one intercept per pair (cluster-robust) beside it",
+        "both scales, p = the larger: t on the per-request linear contrast (cluster-robust by "
+        "request), one-sided >, and the logistic GLM trained × harm with one intercept per "
+        "pair (cluster-robust Wald z), one-sided >",
     ),
     "heterogeneity": (
         "range (max − min) of the same minimal-pair gap across paraphrases",
-        "paired Hotelling T² (F) that the per-paraphrase gaps are equal; Cochran's Q, I², τ² "
-        "beside it",
+        "both scales, p = the larger: paired Hotelling T² (F) that the per-paraphrase gaps are "
+        "equal, and the logistic GLM with one intercept per pair and one trained coefficient "
+        "per paraphrase (cluster-robust Wald χ² of their equality); Cochran's Q, I², τ² beside",
     ),
 }
 

@@ -51,6 +51,7 @@ COLUMNS = (
     "af_pvalue",
     "af_pvalue_adj",
     "af_source",
+    "pvalue_probability",
     "logit_interaction",
     "logit_pvalue",
     "format_failures",

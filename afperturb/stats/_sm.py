@@ -34,3 +34,9 @@ def multitest() -> ModuleType:
 def api() -> ModuleType:
     """``statsmodels.api`` (GLM, GEE, families)."""
     return importlib.import_module("statsmodels.api")
+
+
+def perfect_separation_warning() -> type[Warning]:
+    """The ``PerfectSeparationWarning`` class of statsmodels, to silence where expected."""
+    tools = importlib.import_module("statsmodels.tools.sm_exceptions")
+    return tools.PerfectSeparationWarning  # type: ignore[no-any-return]

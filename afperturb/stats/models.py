@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -29,7 +30,13 @@ from afperturb.stats._frame import (
 from afperturb.stats._results import ResultMixin
 from afperturb.stats.gaps import ALTERNATIVES
 
-__all__ = ["InteractionEstimate", "interaction", "interaction_from_cells"]
+__all__ = [
+    "FactorByLevel",
+    "InteractionEstimate",
+    "factor_by_level_from_cells",
+    "interaction",
+    "interaction_from_cells",
+]
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -78,10 +85,13 @@ def _cluster_glm(
     kc = np.bincount(row, weights=k, minlength=len(codes))
     nc = np.bincount(row, weights=n, minlength=len(codes))
     sm = _sm.api()
-    params = np.asarray(
-        sm.GLM(np.column_stack([kc, nc - kc]), xc, family=sm.families.Binomial()).fit().params,
-        dtype=np.float64,
-    )
+    glm = sm.GLM(np.column_stack([kc, nc - kc]), xc, family=sm.families.Binomial())
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        # One intercept per minimal pair can make the condition-level model saturated: then
+        # statsmodels flags "perfect prediction" and divides its (unused) scale by zero
+        # residual df. The MLE is still exact, and the sandwich below does not use the scale.
+        warnings.simplefilter("ignore", _sm.perfect_separation_warning())
+        params = np.asarray(glm.fit().params, dtype=np.float64)
     p = 1.0 / (1.0 + np.exp(-(xc @ params)))
     bread = np.linalg.pinv((xc * (nc * p * (1 - p))[:, None]).T @ xc)
     g_codes, g = np.unique(groups, return_inverse=True)
@@ -168,6 +178,78 @@ def interaction_from_cells(
         terms=" + ".join(names)
         if strata is None
         else f"{len(names) - 2} stratum intercepts + {factor} + {factor}:{moderator}",
+    )
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
+class FactorByLevel(ResultMixin):
+    """Does a factor's log-odds effect differ between the levels of ``by``? (Wald χ²)."""
+
+    statistic: float
+    df: int
+    pvalue: float
+    levels: tuple[float, ...]
+    estimates: tuple[float, ...]
+    ses: tuple[float, ...]
+    factor: str
+    by: str
+    n_cells: int
+    n_requests: int
+    method: str = "GLM binomial (logit), stratum intercepts, cluster-robust Wald χ²"
+
+    _repr_fields = ("statistic", "df", "pvalue")
+
+
+def factor_by_level_from_cells(
+    cells: Cells,
+    mask: BoolArray,
+    factor: FloatArray,
+    level: FloatArray,
+    strata: IntArray,
+    *,
+    names: tuple[str, str] = ("trained", "paraphrase"),
+) -> FactorByLevel:
+    """Wald test that the factor's log-odds coefficient is the same at every level.
+
+    ``factor``, ``level`` and ``strata`` hold one value per condition of ``cells`` (``names``
+    labels the factor and the level in the result).
+
+    logit p = stratum intercept + Σ_l b_l · factor · [by = l], fitted on the selected cells
+    with cluster-robust errors by request; H0: b_1 = … = b_L (L − 1 df). ``strata`` (one
+    integer per condition) gives each minimal pair its own intercept, so anything both of a
+    pair's conditions share (a paraphrase that lifts compliance in both arms) is absorbed and
+    only the factor's effect within pairs is compared. This is the log-odds counterpart of
+    the probability-scale heterogeneity test: a constant log-odds effect at different
+    baselines gives different probability gaps, and a reviewer asks that both scales agree.
+    """
+    sel = mask[cells.cond] & (cells.n > 0) & (strata[cells.cond] >= 0)
+    cond = cells.cond[sel]
+    f, lv = factor[cond], level[cond]
+    levels = np.unique(lv)
+    if levels.size < 2:
+        raise InsufficientDataError(f"{names[1]!r} takes < 2 values in the selected conditions")
+    codes, uniq = pd.factorize(strata[cond])
+    columns = [np.asarray(codes == j, dtype=float) for j in range(len(uniq))]
+    columns += [f * (lv == v) for v in levels]
+    params, cov = _cluster_glm(
+        np.column_stack(columns), cells.k[sel], cells.n[sel], cond, cells.req[sel]
+    )
+    b, v = params[len(uniq) :], cov[len(uniq) :, len(uniq) :]
+    contrast = np.eye(levels.size)[1:] - np.eye(levels.size)[0]
+    diff = contrast @ b
+    stat = float(diff @ np.linalg.pinv(contrast @ v @ contrast.T) @ diff)
+    df = levels.size - 1
+    return FactorByLevel(
+        statistic=stat,
+        df=df,
+        pvalue=float(sps.chi2.sf(stat, df)),
+        levels=tuple(float(x) for x in levels),
+        estimates=tuple(float(x) for x in b),
+        ses=tuple(float(math.sqrt(max(x, 0.0))) for x in np.diag(v)),
+        factor=names[0],
+        by=names[1],
+        n_cells=int(sel.sum()),
+        n_requests=int(np.unique(cells.req[sel]).size),
     )
 
 
