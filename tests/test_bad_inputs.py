@@ -323,11 +323,6 @@ def test_bad_input(case: Case, tmp_path: Path) -> None:
     assert not (tmp_path / "no").exists(), "a store folder was created"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cli/_run.py creates the parent of a --store override (store.parent.mkdir) before "
-    "sweep() can refuse it; remove that mkdir and this marker",
-)
 def test_store_override_in_missing_directory(tmp_path: Path) -> None:
     exp = write(tmp_path, "exp.toml", GOOD + 'models = ["tripwire/a"]\n')
     target = tmp_path / "no" / "such" / "runs.sqlite"

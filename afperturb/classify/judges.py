@@ -174,9 +174,13 @@ class Judge(BaseModel):
     def _template(self) -> jinja2.Template:
         return _ENV.from_string(self.prompt)
 
-    def material(self, trial: Trial) -> dict[str, str]:
-        """What the prompt can see of a trial: scratchpad, output, whole transcript."""
-        parsed = parse_tags(trial.text)
+    def material(self, trial: Trial, request: Request | None = None) -> dict[str, str]:
+        """What the prompt can see of a trial: scratchpad, output, whole transcript.
+
+        With the request, tags inside a quote of it are not read as the model's own (a
+        request that quotes ``<OUTPUT>…`` must not become the output the judge grades).
+        """
+        parsed = parse_tags(trial.text, request=request.text if request is not None else None)
         return {
             "scratchpad": parsed.scratchpad,
             "output": (parsed.output or "").strip(),
@@ -185,7 +189,7 @@ class Judge(BaseModel):
 
     def render(self, trial: Trial, request: Request | None = None) -> list[Message] | None:
         """The judge's messages for one trial, or None when it has nothing to read."""
-        seen = self.material(trial)
+        seen = self.material(trial, request)
         if not seen[self.reads].strip():
             return None
         try:

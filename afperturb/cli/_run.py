@@ -151,8 +151,6 @@ def _sweep(args: argparse.Namespace) -> int:
     rate = (exp.rate_limit.rpm, exp.rate_limit.tpm) if exp.rate_limit else None
     n_cond = len(design.conditions())
     _say(args, f"sweep: {design!r}; {len(requests)} requests x {exp.samples} sample(s)")
-    if not args.estimate:
-        store.parent.mkdir(parents=True, exist_ok=True)
     for spec in exp.models:
         model = _model(spec)
         if args.estimate:
