@@ -31,9 +31,9 @@ def _say(args: argparse.Namespace, text: str) -> None:
 # ---------------------------------------------------------------------- demo
 
 DEMO_EPILOG = """examples:
-  afperturb demo                          # 4 simulated models x 49 conditions x 400 requests
+  afperturb demo                          # 5 paper-shaped models x 49 conditions x 400 requests
   afperturb demo --requests 50 --quiet    # a quick look
-  afperturb demo --models sim/sycophant sim/no-gap --store demo.sqlite
+  afperturb demo --models sim/claude-3-opus-like sim/no-gap --store demo.sqlite
   afperturb demo --design                 # only print the paper preset's design
 
 Then: afperturb report STORE --out report/ renders the figures and transcripts.
@@ -48,7 +48,7 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
         "--models",
         nargs="+",
         metavar="MODEL",
-        help="sim/NAME models (default: opus-like, sonnet-like, sycophant, no-gap)",
+        help="sim/NAME models (default: the five shaped after the paper's Table 1)",
     )
     parser.add_argument("--store", type=Path, help="store path (default: a temporary dir)")
     parser.add_argument("--seed", type=int, default=0, help="sweep seed (0)")
@@ -63,7 +63,7 @@ def _demo_args(parser: argparse.ArgumentParser) -> None:
 
 @command(
     "demo",
-    "run the paper's three tests on 4 simulated models; compare verdicts with planted motives",
+    "run the paper's tests on 5 simulated models shaped after its Table 1; compare the symbols",
     _demo_args,
     DEMO_EPILOG,
 )
