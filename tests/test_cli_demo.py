@@ -82,6 +82,7 @@ def test_sweep_and_judges_over_http(tmp_path: Path, capsys: pytest.CaptureFixtur
     with server.in_thread():
         url = f"http://{server.host}:{server.port}/v1"
         exp = tmp_path / "e.toml"
+        (tmp_path / "out").mkdir()  # a store's folder must exist (issue 14: never created)
         exp.write_text(
             'preset = "null_control"\nrequests = 4\nstore = "out/http.sqlite"\n'
             f'models = [{{ name = "openai/chat", base_url = "{url}" }}]\n'
