@@ -137,9 +137,10 @@ def test_classify_llm_judge_against_a_loopback_server(tmp_path: Path) -> None:
             "classify", str(tmp_path / "runs.sqlite"), "--judge", "af_reasoning",
             "--model", "openai/judge", "--base-url", url, "--votes", "1",
         )  # fmt: skip
-    out = ok(result)
-    # The loopback answers like a chat model, not like a judge: every label is an error.
-    assert out.startswith("af_reasoning: 6 labelled, 0 already labelled, 6 errors")
+    # The loopback answers like a chat model, not like a judge: every label is an error,
+    # and the exit code says so (it was 0).
+    fails(result, 3, "judge 'af_reasoning': every label of 6 failed; first error: ")
+    assert result.stdout.startswith("af_reasoning: 6 labelled, 0 already labelled, 6 errors")
     assert server.requests >= 6
 
 

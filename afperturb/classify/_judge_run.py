@@ -361,6 +361,8 @@ class JudgeRun:
         votes: Votes received (sequential voting stops early).
         input_tokens: Prompt tokens of the requests sent.
         output_tokens: Completion tokens of the requests sent.
+        first_error: The message of the first ``error`` label of this run ("" when none), so
+            a run whose every label failed can say why.
     """
 
     judge: str
@@ -374,6 +376,12 @@ class JudgeRun:
     input_tokens: int
     output_tokens: int
     value_counts: dict[str, int] = field(default_factory=dict)
+    first_error: str = ""
+
+    @property
+    def all_failed(self) -> bool:
+        """Every trial labelled in this run got ``error`` (none labelled: False)."""
+        return self.labelled > 0 and self.errors == self.labelled
 
     def __repr__(self) -> str:
         return (
@@ -383,7 +391,7 @@ class JudgeRun:
 
     def to_frame(self) -> pd.DataFrame:
         """One row, one column per field (value counts as ``n_<value>``)."""
-        row = {k: v for k, v in self.__dict__.items() if k != "value_counts"}
+        row = {k: v for k, v in self.__dict__.items() if k not in ("value_counts", "first_error")}
         row.update({f"n_{k}": v for k, v in sorted(self.value_counts.items())})
         return pd.DataFrame([row])
 
@@ -485,6 +493,7 @@ async def _run_one(
     counts: dict[str, int] = {}
     skipped = 0
     unsaved: list[Label] = []
+    first_error: list[str] = []
 
     def save() -> None:
         if store is not None and unsaved:
@@ -510,6 +519,8 @@ async def _run_one(
                 trial, conditions.get(trial.condition_id), requests.get(trial.request_id)
             )
             counts[label.value] = counts.get(label.value, 0) + 1
+            if label.value == "error" and not first_error:
+                first_error.append(str(label.details.get("error", "")))
             unsaved.append(label)
             if len(unsaved) >= 256:
                 save()
@@ -529,6 +540,7 @@ async def _run_one(
         input_tokens=after["input_tokens"] - before["input_tokens"],
         output_tokens=after["output_tokens"] - before["output_tokens"],
         value_counts=counts,
+        first_error=first_error[0] if first_error else "",
     )
 
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from afperturb.cli._core import EXIT_CHECK_FAILED, EXIT_OK, command
+from afperturb.cli._core import EXIT_BACKEND, EXIT_CHECK_FAILED, EXIT_OK, command
 from afperturb.cli._design import show_design_demo
 from afperturb.cli._experiment import ModelSpec, load_experiment
 from afperturb.errors import ClassifierError, DesignError, StoreError
@@ -255,11 +255,13 @@ def _label_inline(store: Any, classifier: Any) -> tuple[int, dict[str, int]]:
     return sum(counts.values()), counts
 
 
-def _judge(path: Path, names: list[str], model: Any, *, concurrency: int, **opts: Any) -> None:
+def _judge(path: Path, names: list[str], model: Any, *, concurrency: int, **opts: Any) -> bool:
+    """Run the judges; False when some judge's every new label is an error."""
     from afperturb.classify.judges import load_judge, run
     from afperturb.results import SweepResult
 
     store = _open_store(path)
+    ok = True
     try:
         result = SweepResult.load(store)
         for name in names:
@@ -271,8 +273,21 @@ def _judge(path: Path, names: list[str], model: Any, *, concurrency: int, **opts
                     f"{done.judge}: {done.labelled} labelled, {done.skipped} already labelled, "
                     f"{done.errors} errors, values {dict(sorted(done.value_counts.items()))}"
                 )
+                if done.errors:
+                    kind, what = (
+                        ("error", "every label")
+                        if done.all_failed
+                        else ("warning", f"{done.errors} labels")
+                    )
+                    print(
+                        f"afperturb: {kind}: judge {done.judge!r}: {what} of {done.labelled} "
+                        f"failed; first error: {done.first_error}",
+                        file=sys.stderr,
+                    )
+                ok = ok and not done.all_failed
     finally:
         store.close()
+    return ok
 
 
 @command(
@@ -300,5 +315,6 @@ def _classify(args: argparse.Namespace) -> int:
         kwargs = {"base_url": args.base_url} if args.base_url else {}
         model = get(args.model, **kwargs)
         opts = {"votes": args.votes} if args.votes is not None else {}
-        _judge(args.store, judges, model, concurrency=args.concurrency, **opts)
+        if not _judge(args.store, judges, model, concurrency=args.concurrency, **opts):
+            return EXIT_BACKEND
     return EXIT_OK
