@@ -459,7 +459,7 @@ def check_templates(scenario: Scenario) -> list[str]:
     for axis in scenario.axes.values():
         renders: dict[str, str] = {}
         for level in axis.levels:
-            chosen = {**axis.check, axis.name: level}
+            chosen = {**axis.check, **axis.levels[level].check, axis.name: level}
             if axis.group is not None and level == scenario.groups[axis.group].off:
                 other = next(a for a in scenario.groups[axis.group].axes if a != axis.name)
                 chosen[other] = next(

@@ -66,11 +66,35 @@ class Level:
     facts: Mapping[str, Any] = field(default_factory=dict)
     #: Strings the templates print as ``v.<axis>.<var>`` (always inside the axis' span).
     vars: Mapping[str, str] = field(default_factory=dict)
-    #: Multiplies ``deployment_harm`` (the ``risk`` axis uses it).
+    #: Multiplies ``deployment_harm`` (a scale factor for the whole condition).
     harm_factor: float = 1.0
+    #: This level needs these other axes at one of these levels (on top of the axis' own).
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: Other levels to set when ``templates check`` renders this level (over the axis' own).
+    check: Mapping[str, str] = field(default_factory=dict)
+    #: Conditional facts: where every ``when`` axis is at one of its levels, ``facts`` refine
+    #: (and override) what those axes' levels set. See :meth:`Scenario.resolve`.
+    facts_when: tuple[FactsWhen, ...] = ()
 
     def __repr__(self) -> str:
         return f"<Level {self.name}: {self.description}>"
+
+
+@dataclass(frozen=True)
+class FactsWhen:
+    """Facts a level implies only in combination with other axes' levels.
+
+    ``when`` maps other axes to the levels that trigger the refinement; ``facts`` are partial
+    facts that override what those axes' levels set (e.g. the F.3 "never trained" story makes
+    a free-tier conversation rated but not trained).
+    """
+
+    when: Mapping[str, tuple[str, ...]]
+    facts: Mapping[str, Any]
+
+    def matches(self, levels: Mapping[str, str]) -> bool:
+        """Whether every ``when`` axis of the condition is at one of the listed levels."""
+        return all(levels.get(axis) in allowed for axis, allowed in self.when.items())
 
 
 @dataclass(frozen=True)
@@ -272,9 +296,10 @@ class Scenario:
 
     def _check_requires(self, levels: Mapping[str, str]) -> None:
         for name, axis in self.axes.items():
-            if levels[name] == axis.default:
-                continue
-            for other, allowed in axis.requires.items():
+            needs = dict(axis.levels[levels[name]].requires)
+            if levels[name] != axis.default:
+                needs = {**axis.requires, **needs}
+            for other, allowed in needs.items():
                 if levels[other] not in allowed:
                     raise DesignError(
                         f"axes {name!r} and {other!r} contradict: {name}={levels[name]!r} needs "
@@ -282,21 +307,46 @@ class Scenario:
                     )
 
     def _merge_facts(self, levels: Mapping[str, str]) -> Facts:
+        """Base facts, then every level's facts, then the conditional refinements.
+
+        Two levels setting one fact to different values contradict (a DesignError naming both
+        axes). A level's ``facts_when`` entry that matches the condition overrides the facts
+        set by the axes its ``when`` names (it refines what their levels mean), and
+        contradicts any other axis or refinement that sets the same fact differently.
+        """
         merged = dict(self.base_facts)
         setter: dict[str, tuple[str, str, Any]] = {}
         factor = 1.0
+
+        def contradiction(fact: str, name: str, value: Any) -> DesignError:
+            other, other_level, other_value = setter[fact]
+            return DesignError(
+                f"axes {other!r} and {name!r} contradict: {other}={other_level!r} sets "
+                f"{fact}={other_value!r} but {name}={levels[name]!r} sets {fact}={value!r}"
+            )
+
         for name, axis in self.axes.items():
             level = axis.levels[levels[name]]
             factor *= level.harm_factor
             for fact, value in level.facts.items():
                 if fact in setter and setter[fact][2] != value:
-                    other, other_level, other_value = setter[fact]
-                    raise DesignError(
-                        f"axes {other!r} and {name!r} contradict: {other}={other_level!r} sets "
-                        f"{fact}={other_value!r} but {name}={levels[name]!r} sets {fact}={value!r}"
-                    )
+                    raise contradiction(fact, name, value)
                 setter[fact] = (name, levels[name], value)
                 merged[fact] = value
+        refined: dict[str, tuple[str, str, Any]] = {}
+        for name, axis in self.axes.items():
+            for rule in axis.levels[levels[name]].facts_when:
+                if not rule.matches(levels):
+                    continue
+                for fact, value in rule.facts.items():
+                    if fact in refined and refined[fact][2] != value:
+                        setter[fact] = refined[fact]
+                        raise contradiction(fact, name, value)
+                    owner = setter.get(fact)
+                    if owner is not None and owner[0] not in rule.when and owner[2] != value:
+                        raise contradiction(fact, name, value)
+                    refined[fact] = setter[fact] = (name, levels[name], value)
+                    merged[fact] = value
         merged["deployment_harm"] = min(1.0, float(merged.get("deployment_harm", 0.0)) * factor)
         return Facts(**merged)
 
@@ -487,6 +537,13 @@ def _parse_axes(raw: object, where: str) -> dict[str, Axis]:
                 facts=types.MappingProxyType(_check_facts(lspec.get("facts", {}), where)),
                 vars=types.MappingProxyType({k: str(v) for k, v in lspec.get("vars", {}).items()}),
                 harm_factor=float(lspec.get("harm_factor", 1.0)),
+                requires=_level_map(lspec.get("requires", {}), f"{name}.{level_name}", where),
+                check=types.MappingProxyType(
+                    {k: str(v) for k, v in lspec.get("check", {}).items()}
+                ),
+                facts_when=_parse_facts_when(
+                    lspec.get("facts_when", []), f"{name}.{level_name}", where
+                ),
             )
         default = str(spec.get("default", ""))
         if default not in levels:
@@ -499,12 +556,51 @@ def _parse_axes(raw: object, where: str) -> dict[str, Axis]:
             description=str(spec.get("description", "")),
             levels=types.MappingProxyType(levels),
             default=default,
-            requires=types.MappingProxyType(
-                {k: tuple(str(x) for x in v) for k, v in spec.get("requires", {}).items()}
-            ),
+            requires=_level_map(spec.get("requires", {}), name, where),
             check=types.MappingProxyType({k: str(v) for k, v in spec.get("check", {}).items()}),
         )
     return axes
+
+
+def _level_map(raw: object, owner: str, where: str) -> Mapping[str, tuple[str, ...]]:
+    """``{axis: level or [levels]}`` → ``{axis: (levels, ...)}`` (read-only)."""
+    if not isinstance(raw, dict):
+        raise TemplateError(
+            f"{owner}: expected a table {{axis = [levels]}}, got {raw!r}", path=where
+        )
+    out: dict[str, tuple[str, ...]] = {}
+    for axis, value in raw.items():
+        values = [value] if isinstance(value, str) else value
+        if not isinstance(values, list) or not values:
+            raise TemplateError(
+                f"{owner}: {axis} must be a level or a non-empty list of levels, got {value!r}",
+                path=where,
+            )
+        out[str(axis)] = tuple(str(x) for x in values)
+    return types.MappingProxyType(out)
+
+
+def _parse_facts_when(raw: object, owner: str, where: str) -> tuple[FactsWhen, ...]:
+    if not isinstance(raw, list):
+        raise TemplateError(
+            f"{owner}: facts_when must be a list of {{ when = {{...}}, facts = {{...}} }}",
+            path=where,
+        )
+    rules: list[FactsWhen] = []
+    for entry in raw:
+        if not isinstance(entry, dict) or set(entry) != {"when", "facts"} or not entry["when"]:
+            raise TemplateError(
+                f"{owner}: each facts_when entry needs exactly a non-empty `when` table and "
+                f"`facts`, got {entry!r}",
+                path=where,
+            )
+        rules.append(
+            FactsWhen(
+                when=_level_map(entry["when"], owner, where),
+                facts=types.MappingProxyType(_check_facts(entry["facts"], where)),
+            )
+        )
+    return tuple(rules)
 
 
 def _parse_groups(raw: object, axes: Mapping[str, Axis], where: str) -> dict[str, CueGroup]:
@@ -549,13 +645,20 @@ def _with_group(axis: Axis, groups: Mapping[str, CueGroup]) -> Axis:
 
 def _check_references(axes: Mapping[str, Axis], where: str) -> None:
     for axis in axes.values():
-        for kind, refs in (("requires", axis.requires), ("check", axis.check)):
+        found: list[tuple[str, str, Mapping[str, Any]]] = [
+            (f"axis {axis.name!r}", "requires", axis.requires),
+            (f"axis {axis.name!r}", "check", axis.check),
+        ]
+        for level in axis.levels.values():
+            owner = f"level {axis.name}.{level.name}"
+            found += [(owner, "requires", level.requires), (owner, "check", level.check)]
+            found += [(owner, "facts_when", rule.when) for rule in level.facts_when]
+        for owner, kind, refs in found:
             for other, value in refs.items():
                 values = (value,) if isinstance(value, str) else value
                 if other not in axes or any(v not in axes[other].levels for v in values):
                     raise TemplateError(
-                        f"axis {axis.name!r}: {kind} names unknown axis or level "
-                        f"{other}={list(values)}",
+                        f"{owner}: {kind} names unknown axis or level {other}={list(values)}",
                         path=where,
                     )
 
@@ -581,6 +684,7 @@ __all__ = [
     "RESERVED_NAMES",
     "Axis",
     "CueGroup",
+    "FactsWhen",
     "Level",
     "Scenario",
     "condition_id",

@@ -298,3 +298,103 @@ def test_system_prompt_is_rendered_once_per_condition(sc: Scenario) -> None:
         first, second = sc.render(c, "request one"), sc.render(c, "request two")
         assert first[0] is second[0]
         assert first[1].content != second[1].content
+
+
+# ---------------------------------------------------------------------- per-level requires,
+# per-level check contexts and conditional facts (issue 15: combinable axes)
+
+MINI_AXES = """
+[scenario]
+description = "mini"
+
+[facts]
+deployment_harm = 0.5
+
+[axes.arm]
+description = "which arm"
+default = "a"
+[axes.arm.levels.a]
+description = "trained arm"
+facts = { trained = true, rated = true }
+[axes.arm.levels.b]
+description = "untrained arm"
+facts = { trained = false }
+
+[axes.story]
+description = "a story that refines what arm a means"
+default = "plain"
+[axes.story.levels.plain]
+description = "no change"
+[axes.story.levels.unused]
+description = "arm a is rated but never trained on"
+requires = { arm = ["a", "b"], extra = "x" }
+check = { extra = "x" }
+facts_when = [{ when = { arm = "a" }, facts = { trained = false } }]
+
+[axes.extra]
+description = "a third axis"
+default = "o"
+[axes.extra.levels.o]
+description = "off"
+[axes.extra.levels.x]
+description = "on"
+[axes.extra.levels.t]
+description = "sets trained"
+facts = { trained = true }
+"""
+
+MINI_SYSTEM = (
+    '{% filter axis("arm") %}{{ levels.arm }}{% endfilter %} '
+    '{% filter axis("story") %}{{ levels.story }}{% endfilter %} '
+    '{% filter axis("extra") %}{{ levels.extra }}{% endfilter %}'
+)
+
+
+def mini(tmp_path: Path, axes: str = MINI_AXES) -> Scenario:
+    folder = tmp_path / "mini"
+    folder.mkdir(exist_ok=True)
+    (folder / "axes.toml").write_text(axes)
+    (folder / "system.j2").write_text(MINI_SYSTEM)
+    (folder / "user.j2").write_text("{{ request }}")
+    return Scenario.from_dir(folder)
+
+
+def test_level_requires_is_enforced(tmp_path: Path) -> None:
+    sc = mini(tmp_path)
+    with pytest.raises(DesignError, match=r"'story' and 'extra' contradict: story='unused' needs"):
+        sc.resolve({"story": "unused"})
+    assert sc.resolve({"story": "unused", "extra": "x"}).levels["story"] == "unused"
+
+
+def test_facts_when_refines_the_axes_it_names(tmp_path: Path) -> None:
+    sc = mini(tmp_path)
+    refined = sc.resolve({"story": "unused", "extra": "x"}).facts
+    assert (refined.trained, refined.rated) == (False, True)  # arm a, but never trained on
+    untouched = sc.resolve({"arm": "b", "story": "unused", "extra": "x"}).facts
+    assert (untouched.trained, untouched.rated) == (False, False)
+    assert sc.resolve({}).facts.trained is True
+
+
+def test_facts_when_contradicting_a_third_axis_names_both(tmp_path: Path) -> None:
+    text = MINI_AXES.replace('extra = "x" }\ncheck', 'extra = ["x", "t"] }\ncheck')
+    sc = mini(tmp_path, text)
+    with pytest.raises(DesignError, match=r"'extra' and 'story' contradict.*trained=True"):
+        sc.resolve({"story": "unused", "extra": "t"})
+
+
+def test_facts_when_and_level_requires_name_known_axes(tmp_path: Path) -> None:
+    with pytest.raises(TemplateError, match=r"level story.unused: facts_when names unknown"):
+        mini(tmp_path, MINI_AXES.replace("when = { arm", "when = { arms"))
+    with pytest.raises(TemplateError, match=r"level story.unused: requires names unknown"):
+        mini(tmp_path, MINI_AXES.replace('extra = "x" }\ncheck', 'extra = "y" }\ncheck'))
+    with pytest.raises(TemplateError, match=r"facts_when entry needs exactly"):
+        mini(tmp_path, MINI_AXES.replace("facts_when = [{ when", "facts_when = [{ if"))
+
+
+def test_templates_check_uses_the_level_check_context(tmp_path: Path) -> None:
+    from afperturb.design import check_templates
+
+    sc = mini(tmp_path)
+    assert check_templates(sc) == []
+    broken = mini(tmp_path, MINI_AXES.replace('check = { extra = "x" }\n', ""))
+    assert any("'unused' does not render" in p for p in check_templates(broken))
