@@ -177,10 +177,17 @@ class Scenario:
         ['free', 'none', 'paid']
     """
 
-    def __init__(self, name: str, path: Path, declaration: Mapping[str, Any]):
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        declaration: Mapping[str, Any],
+        *,
+        source: str | None = None,
+    ):
         self.name = name
         self.path = path
-        decl_path = str(path / DECLARATION)
+        decl_path = source or str(path / DECLARATION)  # where errors in the declaration point
         meta = dict(declaration.get("scenario", {}))
         self.description: str = str(meta.get("description", ""))
         self.continuation_text: str = str(meta.get("continuation", "<NEXT/>"))
@@ -225,6 +232,25 @@ class Scenario:
             if not (folder / name).is_file():
                 raise TemplateError(f"template {name!r} is missing", path=str(folder / name))
         return scenario
+
+    @classmethod
+    def from_prompt_file(
+        cls,
+        path: str | Path,
+        substitutions: Mapping[str, Any] | str | Path | None = None,
+        *,
+        name: str | None = None,
+    ) -> Scenario:
+        """Load a plain-text system prompt verbatim, with declared per-level substitutions.
+
+        ``path`` is the prompt file (a paper's ``*.txt``) and ``substitutions`` the declaration
+        (a dict, or a TOML file): axes, levels, the exact text each level replaces, the facts
+        it sets, and the user turn. Or ``path`` is that TOML file, naming the prompt file as
+        ``[scenario] system_file``. See :mod:`afperturb.prompt_file` and docs/scenarios.md.
+        """
+        from afperturb.prompt_file import load_prompt_file  # the loader builds on this class
+
+        return load_prompt_file(path, substitutions, name=name)
 
     @staticmethod
     def available() -> list[str]:
