@@ -14,13 +14,16 @@ picks a config where one classifier has several.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import html
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from afperturb.classify import _provenance
@@ -46,21 +49,6 @@ HEAD_COLUMNS = FRAME_HEAD_COLUMNS
 TAIL_COLUMNS = (*FRAME_FACT_COLUMNS, *FRAME_TRIAL_COLUMNS)
 COLUMNS = FRAME_COLUMNS
 _RESERVED = frozenset(COLUMNS)
-_TRIAL_COLUMNS = [
-    "model",
-    "condition_id",
-    "request_id",
-    "sample",
-    "status",
-    "error",
-    "input_tokens",
-    "output_tokens",
-    "latency_s",
-    "cost_usd",
-    "cached",
-    "key",
-]
-_LABEL_COLUMNS = list(_provenance.INPUT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -87,12 +75,13 @@ class _Part:
             keep = {cid for cid in keep if self.conditions[cid].levels.get(axis) in values}
         return keep
 
-    def trial_frame(self) -> pd.DataFrame:
+    def read(self) -> _PartTrials:
+        """This part's trials as columns: every row of its source, and which ones it keeps."""
         if self.store is not None:
-            chunks = self.store.trial_table_chunks(model=self.model, run=self.run)
-            df = _frame_from_chunks(chunks, _TRIAL_COLUMNS, _SHARED_TRIAL_COLUMNS)
+            chunks = self.store.frame_trial_chunks(self.model, run=self.run)
+            own = _Trials.from_chunks(chunks, self.model)
         else:
-            data = [
+            rows = [
                 (
                     t.model,
                     t.condition_id,
@@ -110,32 +99,55 @@ class _Part:
                 for r in self.rows
                 for t in (r.trial,)
             ]
-            df = pd.DataFrame.from_records(data, columns=_TRIAL_COLUMNS)
-        mask = df["condition_id"].isin(self._keep_conditions())
+            own = _Trials.from_chunks([rows] if rows else [], None)
+        keep_conditions = self._keep_conditions()
+        mask = own.matches("condition", keep_conditions.__contains__)
         if self.request_ids is not None:
-            mask &= df["request_id"].isin(self.request_ids)
+            mask &= own.matches("request", self.request_ids.__contains__)
         if self.samples is not None:
-            mask &= df["sample"] < self.samples
-        return df.loc[mask]
+            mask &= own.plain["sample"] < self.samples
+        return _PartTrials(own, mask)
 
-    def label_frame(self) -> pd.DataFrame:
-        if self.store is not None:
+    def label_columns(
+        self,
+        read: _PartTrials,
+        own_to_key: npt.NDArray[np.int64] | None,
+        keys: _LazyIndex,
+    ) -> _provenance.LabelColumns:
+        """The labels of this part's source that label the result's trials.
+
+        ``own_to_key`` maps each of ``read``'s rows (kept or not) to its position among the
+        result's unique trial keys (-1: not one of them; None: row i is key i); ``keys`` is
+        that index. As the table always did: a store part counts the labels of the store's
+        trials of its model, matched to the result's trials by key; an in-memory part its
+        rows' labels.
+        """
+        if self.store is None:
+            data = [
+                (
+                    lab.trial_key,
+                    lab.classifier,
+                    lab.value,
+                    lab.complied,
+                    lab.af_reasoning,
+                    lab.config_hash,
+                    lab.model_dump_json() if lab.value == _provenance.FAILED else None,
+                )
+                for r in self.rows
+                for lab in r.labels
+            ]
+            return _labels_from_chunks([data] if data else [], keys.locate)
+        if self.run is not None:
+            # Only one run's trials were read, but a store part counts the labels of all the
+            # model's trials: the store's join says which those are.
             chunks = self.store.label_table_chunks(model=self.model)
-            return _frame_from_chunks(chunks, _LABEL_COLUMNS, _SHARED_LABEL_COLUMNS)
-        data = [
-            (
-                lab.trial_key,
-                lab.classifier,
-                lab.value,
-                lab.complied,
-                lab.af_reasoning,
-                lab.config_hash,
-                lab.model_dump_json() if lab.value == _provenance.FAILED else None,
-            )
-            for r in self.rows
-            for lab in r.labels
-        ]
-        return pd.DataFrame.from_records(data, columns=_LABEL_COLUMNS)
+            return _labels_from_chunks(chunks, keys.locate)
+        chunks = self.store.frame_label_chunks(self.model)
+        aligned = _AlignedKeys(read.trials.plain["key"])
+        if own_to_key is None:
+            return _labels_from_chunks(chunks, aligned)
+        lookup = np.concatenate([own_to_key, [-1]])  # -1 (a key not in the store) stays -1
+        return _labels_from_chunks(chunks, lambda k: lookup[aligned(k)])
 
     def run_records(self) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
         """The run manifests and label-run records that say which config ran last."""
@@ -167,34 +179,291 @@ class _Part:
                 yield from r.labels
 
 
-#: Columns whose values repeat across trials (a label's trial key repeats once per
-#: classifier). SQLite returns a new string object for every cell; read as categories chunk by
-#: chunk, a million rows share a few thousand strings instead (about 0.45 GiB less at 1e6).
-_SHARED_TRIAL_COLUMNS = ("model", "condition_id", "request_id", "status", "error")
-_SHARED_LABEL_COLUMNS = ("trial_key", "classifier", "value", "config_hash")
+class _LazyIndex:
+    """A hash index of trial keys, built on first use."""
+
+    def __init__(self, keys: npt.NDArray[np.object_]) -> None:
+        self.keys = keys
+        self._index: pd.Index | None = None
+
+    @property
+    def index(self) -> pd.Index:
+        if self._index is None:
+            self._index = pd.Index(self.keys, dtype=object)
+        return self._index
+
+    def locate(self, keys: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+        """Positions of ``keys`` (-1: absent)."""
+        return _locate(self.index, keys)
 
 
-def _frame_from_chunks(
-    chunks: Iterable[list[Any]], columns: list[str], shared: Sequence[str]
-) -> pd.DataFrame:
-    """A table read in chunks, with the ``shared`` columns' equal strings made one object.
+class _AlignedKeys:
+    """Positions of label keys among one store part's trial keys (unique: the table's key).
 
-    The result has the dtypes ``DataFrame.from_records`` would give the whole table.
+    The labels written with their trials (a sweep's tags and heuristics: most of them) are
+    stored in the trials' order, one run of adjacent labels per trial. Each run's key is
+    compared with the next trial's, many at a time (a trial without labels is stepped over
+    by looking a few trials ahead); whatever is not found so (labels written later, or of
+    other trials) is looked up in a hash index of the keys, built only then. Every position
+    returned holds an equal key, so the result is the hash lookup's whatever the order.
     """
-    frames = []
-    dtypes: dict[str, Any] = {}
+
+    _AHEAD = 16  # trials looked ahead for a run that is not the next trial's
+    _MISSES = 32  # runs not found in order before the rest of a chunk is hashed
+
+    def __init__(self, keys: npt.NDArray[np.object_]) -> None:
+        self.keys = keys
+        self.next = 0  # the trial the next run is expected to label
+        self.hashed = _LazyIndex(keys)
+
+    def __call__(self, labels: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+        n = len(labels)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64)
+        new_run = np.ones(n, dtype=bool)
+        new_run[1:] = labels[1:] != labels[:-1]
+        starts = np.flatnonzero(new_run)
+        runs = labels[starts]
+        pos = np.full(len(runs), -1, dtype=np.int64)
+        self._align(runs, pos)
+        missing = np.flatnonzero(pos < 0)
+        if len(missing):
+            pos[missing] = self.hashed.locate(runs[missing])
+        return np.repeat(pos, np.diff(np.append(starts, n)))
+
+    def _align(self, runs: npt.NDArray[np.object_], pos: npt.NDArray[np.int64]) -> None:
+        keys = self.keys
+        i, p, window, misses = 0, self.next, 64, 0
+        while i < len(runs) and p < len(keys):
+            m = min(window, len(runs) - i, len(keys) - p)
+            equal = np.asarray(runs[i : i + m] == keys[p : p + m], dtype=bool)
+            k = m if bool(equal.all()) else int(np.argmin(equal))
+            pos[i : i + k] = np.arange(p, p + k)
+            i, p = i + k, p + k
+            if k == m:
+                window = min(2 * window, 1 << 16)
+                continue
+            window = 64
+            ahead = np.flatnonzero(keys[p + 1 : p + 1 + self._AHEAD] == runs[i])
+            if len(ahead):
+                p += 1 + int(ahead[0])  # trials without labels in between
+                continue
+            i, misses = i + 1, misses + 1  # not in order: hashed
+            if misses > self._MISSES:
+                break
+        self.next = p
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """Trial rows as columns; the repeated strings (model, condition, request, status) coded.
+
+    ``codes[c]`` indexes ``uniques[c]`` (distinct values, in no particular order); ``plain``
+    holds the other columns as numpy arrays.
+    """
+
+    codes: dict[str, npt.NDArray[np.int64]]
+    uniques: dict[str, list[str]]
+    plain: dict[str, npt.NDArray[Any]]
+
+    def __len__(self) -> int:
+        return len(self.plain["key"])
+
+    @classmethod
+    def from_chunks(cls, chunks: Iterable[Sequence[Sequence[Any]]], model: str | None) -> _Trials:
+        """From chunks of rows of :data:`_ROW` (led by a model column when ``model`` is None)."""
+        dtype = _ROW_DTYPE if model is not None else _MODEL_ROW_DTYPE
+        pieces = [np.fromiter(rows, dtype=dtype, count=len(rows)) for rows in chunks]
+        if len(pieces) == 1:
+            table = pieces[0]
+        else:
+            table = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+        codes: dict[str, npt.NDArray[np.int64]] = {}
+        uniques: dict[str, list[str]] = {}
+        if model is None:
+            codes["model"], uniques["model"] = _factorize(table["model"])
+        else:
+            codes["model"], uniques["model"] = np.zeros(len(table), np.int64), [model]
+        for name in _CODED:
+            codes[name], uniques[name] = _factorize(table[name])
+        plain = {name: np.ascontiguousarray(table[name]) for name in _PLAIN}
+        return cls(codes, uniques, plain)
+
+    @classmethod
+    def concat(cls, parts: Sequence[_Trials]) -> _Trials:
+        """The parts' rows one after another (codes merged)."""
+        if len(parts) == 1:
+            return parts[0]
+        codes: dict[str, npt.NDArray[np.int64]] = {}
+        uniques: dict[str, list[str]] = {}
+        for name in ("model", *_CODED):
+            pairs = [(p.codes[name], p.uniques[name]) for p in parts]
+            codes[name], uniques[name] = _provenance.merge_codes(pairs)
+        plain = {
+            name: np.concatenate([p.plain[name] for p in parts])
+            if parts
+            else np.zeros(0, dtype=dtype)
+            for name, dtype in _PLAIN.items()
+        }
+        return cls(codes, uniques, plain)
+
+    def take(self, rows: npt.NDArray[np.int64]) -> _Trials:
+        return _Trials(
+            {k: v[rows] for k, v in self.codes.items()},
+            self.uniques,
+            {k: v[rows] for k, v in self.plain.items()},
+        )
+
+    def matches(self, name: str, keep: Callable[[str], bool]) -> npt.NDArray[np.bool_]:
+        """Per row, whether ``keep`` holds for its value of the coded column ``name``."""
+        ok = np.array([bool(keep(u)) for u in self.uniques[name]], dtype=bool)
+        return ok[self.codes[name]] if len(ok) else np.zeros(len(self), dtype=bool)
+
+    def strings(self, name: str, rows: npt.NDArray[np.int64]) -> pd.Series:
+        """The coded column ``name`` at ``rows``, typed as the DataFrame constructor infers."""
+        uniques = pd.Series(np.array(self.uniques[name] or [""], dtype=object))
+        return pd.Series(uniques.array.take(self.codes[name][rows]), copy=False)
+
+    def ranks(self, name: str) -> npt.NDArray[np.int64]:
+        """Per row, the rank of its value of ``name`` in sorted order (the values are distinct)."""
+        values = self.uniques[name]
+        rank = np.zeros(len(values), dtype=np.int64)
+        rank[sorted(range(len(values)), key=values.__getitem__)] = np.arange(len(values))
+        return rank[self.codes[name]] if len(rank) else np.zeros(len(self), dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _PartTrials:
+    """A part's rows as read, and the mask of the ones it keeps (its scope)."""
+
+    trials: _Trials
+    kept: npt.NDArray[np.bool_]
+
+
+#: The columns of one trial row as the store gives it (``Store.frame_trial_chunks``).
+_ROW = (
+    "condition",
+    "request",
+    "sample",
+    "status",
+    "error",
+    "input_tokens",
+    "output_tokens",
+    "latency_s",
+    "cost_usd",
+    "cached",
+    "key",
+)
+#: Columns whose values repeat across trials: coded (one string object each).
+_CODED = ("condition", "request", "status")
+#: The other columns and their dtypes.
+_PLAIN: dict[str, Any] = {
+    "sample": np.int64,
+    "error": object,
+    "input_tokens": np.int64,
+    "output_tokens": np.int64,
+    "latency_s": np.float64,
+    "cost_usd": np.float64,
+    "cached": bool,
+    "key": object,
+}
+_ROW_DTYPE = np.dtype([(name, _PLAIN.get(name, object)) for name in _ROW])
+_MODEL_ROW_DTYPE = np.dtype([("model", object), *((n, _PLAIN.get(n, object)) for n in _ROW)])
+#: A label row as the store gives it (``Store.label_table``); None -> NaN in the flags.
+_LABEL_DTYPE = np.dtype(
+    [
+        ("trial_key", object),
+        ("classifier", object),
+        ("value", object),
+        ("complied", np.float64),
+        ("af_reasoning", np.float64),
+        ("config_hash", object),
+        ("failure", object),
+    ]
+)
+
+
+def _array(values: Sequence[Any], dtype: Any) -> npt.NDArray[Any]:
+    if dtype is object:
+        return np.fromiter(values, dtype=object, count=len(values))
+    return np.array(values, dtype=dtype)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while rows are read.
+
+    A million rows arrive as a few million short-lived tuples; each chunk's survive long
+    enough to be promoted, and the full collections that follow rescan every live object
+    again and again (measured: ~30 % of the read at 10⁶ trials). The rows hold no cycles;
+    whatever cycles appear meanwhile are collected when the collector resumes.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _locate(index: pd.Index, keys: npt.NDArray[np.object_]) -> npt.NDArray[np.int64]:
+    """Positions of ``keys`` in ``index`` (-1: absent), compared as Python strings."""
+    found = index.get_indexer(pd.Index(keys, dtype=object))
+    return np.asarray(found, dtype=np.int64)
+
+
+def _factorize(values: npt.NDArray[Any]) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Codes and distinct values of an object column (a missing value is one of them)."""
+    codes, uniques = pd.factorize(np.ascontiguousarray(values))
+    if len(codes) and codes.min() < 0:
+        codes, uniques = pd.factorize(np.ascontiguousarray(values), use_na_sentinel=False)
+    return codes.astype(np.int64), list(uniques)
+
+
+def _labels_from_chunks(
+    chunks: Iterable[Sequence[Sequence[Any]]],
+    locate: Callable[[npt.NDArray[np.object_]], npt.NDArray[np.int64]],
+) -> _provenance.LabelColumns:
+    """Label rows (``Store.label_table`` layout) as columns, only those ``locate`` finds.
+
+    ``locate`` maps a chunk's trial keys to positions among the result's trial keys (-1: not
+    one of them; those labels are dropped, as :func:`_provenance.resolve` would).
+    """
+    parts = []
     for rows in chunks:
-        part = pd.DataFrame.from_records(rows, columns=columns)
-        for column in shared:
-            dtypes.setdefault(column, part[column].dtype)
-            part[column] = part[column].astype("category")
-        frames.append(part)
-    if not frames:
-        return pd.DataFrame.from_records([], columns=columns)
-    df = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    for column in shared:
-        df[column] = df[column].astype(dtypes[column])
-    return df
+        table = np.fromiter(rows, dtype=_LABEL_DTYPE, count=len(rows))
+        trial = locate(np.ascontiguousarray(table["trial_key"]))
+        found = np.flatnonzero(trial >= 0)
+        if len(found) == 0:
+            continue
+        if len(found) < len(trial):
+            table, trial = table[found], trial[found]
+        clf_codes, clf_names = _factorize(table["classifier"])
+        cfg_codes, cfg_names = _factorize(table["config_hash"])
+        val_codes, val_names = _factorize(table["value"])
+        parts.append(
+            _provenance.LabelColumns(
+                trial,
+                clf_codes,
+                [str(x) for x in clf_names],
+                cfg_codes,
+                ["" if x is None or x != x else str(x) for x in cfg_names],
+                val_codes,
+                val_names,
+                _flag_array(table["complied"]),
+                _flag_array(table["af_reasoning"]),
+                np.ascontiguousarray(table["failure"]),
+            )
+        )
+    return _provenance.LabelColumns.concat(parts)
+
+
+def _flag_array(numbers: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:
+    """-1 / 0 / 1 from 1.0 / 0.0 / NaN (as ``_provenance._flags``)."""
+    out = np.where(numbers != 0, 1, 0).astype(np.int8)
+    out[np.isnan(numbers)] = -1
+    return out
 
 
 def _condition_frame(conditions: Mapping[str, Condition]) -> tuple[pd.DataFrame, list[str]]:
@@ -343,9 +612,8 @@ class SweepResult:
         failed, sets (the label columns it can fill), latest_run, rank (0: used first among
         the configs of its classifier).
         """
-        labels = self._label_table()
-        labels = labels[labels["trial_key"].isin(self._trial_keys())]
-        return _provenance.configs(labels, self._latest(), dict(self.preferred))
+        _, _, labels = self._read()
+        return _provenance.configs_columns(labels, self._latest(), dict(self.preferred))
 
     @property
     def models(self) -> list[str]:
@@ -379,7 +647,10 @@ class SweepResult:
 
     def labels(self) -> Iterator[Label]:
         """Every stored label of these parts' trials."""
-        keys = {k for p in self.parts for k in p.trial_frame()["key"]}
+        keys: set[str] = set()
+        for p in self.parts:
+            read = p.read()
+            keys.update(read.trials.plain["key"][read.kept])
         for p in self.parts:
             for lab in p.labels():
                 if lab.trial_key in keys:
@@ -408,36 +679,88 @@ class SweepResult:
         if cached is None:
             cached = self._build_frame()
             self._cache["frame"] = cached
-        return cached.copy()
+        # Under copy-on-write (pandas 3) a shallow copy is as safe as a deep one: writes to
+        # the caller's frame copy the touched columns then; a deep copy of 10⁶ rows is ~0.3 s.
+        return cached.copy(deep=not _copy_on_write())
+
+    def _read(self) -> tuple[_Trials, npt.NDArray[np.int64] | None, _provenance.LabelColumns]:
+        with _collector_paused():
+            return self._read_all()
+
+    def _read_all(
+        self,
+    ) -> tuple[_Trials, npt.NDArray[np.int64] | None, _provenance.LabelColumns]:
+        """The kept trials, the unique keys' positions and the labels of those trials.
+
+        Returns the kept trials of every part, one after another; each row's position among
+        the unique trial keys (None: the keys are unique, row i is key i); and the labels of
+        those trials, each ``trial`` a position among the unique keys.
+        """
+        reads = [p.read() for p in self.parts]
+        trials = _Trials.concat([r.trials.take(np.flatnonzero(r.kept)) for r in reads])
+        at: npt.NDArray[np.int64] | None = None
+        index = _LazyIndex(trials.plain["key"])
+        # One store part's keys are unique (the table's key); others may repeat a trial.
+        one_store = len(reads) == 1 and self.parts[0].store is not None
+        if not one_store and not index.index.is_unique:
+            unique = pd.unique(trials.plain["key"])
+            at = _locate(pd.Index(unique, dtype=object), trials.plain["key"])
+            index = _LazyIndex(unique)
+        labels = []
+        offset = 0
+        for part, read in zip(self.parts, reads, strict=True):
+            if len(reads) == 1 and bool(read.kept.all()):
+                labels.append(part.label_columns(read, None, index))  # its rows are the keys
+                continue
+            kept = np.flatnonzero(read.kept)
+            rows = offset + np.arange(len(kept), dtype=np.int64)
+            offset += len(kept)
+            own_to_key = np.full(len(read.trials), -1, dtype=np.int64)
+            own_to_key[kept] = rows if at is None else at[rows]
+            if len(reads) > 1 and len(kept) < len(read.trials):
+                # A row this part leaves out may still be one of another part's trials.
+                out = np.flatnonzero(~read.kept)
+                own_to_key[out] = index.locate(read.trials.plain["key"][out])
+            labels.append(part.label_columns(read, own_to_key, index))
+        return trials, at, _provenance.LabelColumns.concat(labels)
 
     def _build_frame(self) -> pd.DataFrame:
-        trials = [p.trial_frame() for p in self.parts]
-        df = pd.concat(trials, ignore_index=True) if trials else _empty(_TRIAL_COLUMNS)
-        keys = pd.Index(df["key"].unique())
-        # resolve() drops the labels of other trials itself (one hash lookup per label).
-        resolved = _provenance.resolve(
-            self._label_table(), keys, self._latest(), dict(self.preferred)
-        )
-        if len(keys) == len(df):
-            at = keys.get_indexer(df["key"])
-            in_order = bool((at == np.arange(len(df))).all())
-        else:
-            at, in_order = keys.get_indexer(df["key"]), False
-        for column, values in resolved.items():
-            df[column] = values if in_order else values[at]
+        trials, at, labels = self._read()
+        n_keys = len(trials) if at is None else int(at.max(initial=-1)) + 1  # at: 0..n-1
+        resolved = _provenance.resolve_columns(labels, n_keys, self._latest(), dict(self.preferred))
         cond_frame, axes = _condition_frame(self.conditions)
-        df = df.merge(cond_frame, on="condition_id", how="left")
-        df = df.sort_values(["model", "condition_id", "request_id", "sample"], kind="stable")
-        df = df[[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS]].reset_index(drop=True)
-        return _typed(df, axes)
-
-    def _trial_keys(self) -> pd.Index:
-        trials = [p.trial_frame()["key"] for p in self.parts]
-        return pd.Index(pd.concat(trials, ignore_index=True).unique() if trials else [])
-
-    def _label_table(self) -> pd.DataFrame:
-        labels = [p.label_frame() for p in self.parts]
-        return pd.concat(labels, ignore_index=True) if labels else _empty(_LABEL_COLUMNS)
+        cond_frame = _typed_conditions(cond_frame, axes)
+        order = np.lexsort(
+            (
+                trials.plain["sample"],
+                trials.ranks("request"),
+                trials.ranks("condition"),
+                trials.ranks("model"),
+            )
+        ).astype(np.int64)
+        label_rows = order if at is None else at[order]
+        cond_index = pd.Index(cond_frame["condition_id"], dtype=object)
+        cond_rows = cond_index.get_indexer(_array(trials.uniques["condition"], object))
+        cond_rows = cond_rows[trials.codes["condition"][order]]
+        columns: dict[str, Any] = {
+            "model": trials.strings("model", order),
+            "condition_id": trials.strings("condition", order),
+            "request_id": trials.strings("request", order),
+            "status": trials.strings("status", order),
+        }
+        for name in cond_frame.columns[1:]:
+            column = cond_frame[name]
+            columns[name] = pd.Series(column.array.take(cond_rows), dtype=column.dtype)
+        for name in _PLAIN:
+            if name != "key":
+                plain = trials.plain[name][order]
+                columns[name] = _series(_none_for_missing(plain) if name == "error" else plain)
+        for name, values in resolved.items():
+            taken = values[label_rows]
+            if not isinstance(taken, pd.api.extensions.ExtensionArray):
+                taken = _none_for_missing(taken)
+            columns[name] = _series(taken)
+        return pd.DataFrame(columns, columns=[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS], copy=False)
 
     def _latest(self) -> dict[str, str]:
         """Per classifier, the config of its most recent run in these parts' stores."""
@@ -468,8 +791,14 @@ class SweepResult:
         if frame is not None:
             status: pd.Series = frame["status"]
             return status
-        parts = [p.trial_frame()["status"] for p in self.parts]
-        return pd.concat(parts, ignore_index=True) if parts else pd.Series([], dtype=object)
+        statuses = []
+        for p in self.parts:
+            read = p.read()
+            codes = read.trials.codes["status"][read.kept]
+            statuses.append(_array(read.trials.uniques["status"], object)[codes])
+        if not statuses:
+            return pd.Series([], dtype=object)
+        return pd.Series(np.concatenate(statuses), dtype=object)
 
     def _frame(self) -> pd.DataFrame:
         frame = self._cache.get("frame")
@@ -531,10 +860,6 @@ class SweepResult:
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{stop}"
 
 
-def _empty(columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records([], columns=columns)
-
-
 def _rate(values: pd.Series) -> float | None:
     known = values.dropna()
     return float(known.astype(bool).mean()) if len(known) else None
@@ -548,23 +873,43 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _typed(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    df["sample"] = df["sample"].astype("int64")
-    for column in ("input_tokens", "output_tokens", "paraphrase"):
-        df[column] = df[column].astype("int64")
-    for column in ("latency_s", "cost_usd", "deployment_harm"):
-        df[column] = df[column].astype("float64")
-    for column in ("trained", "rated", "conflict", "cached"):
-        df[column] = df[column].astype(bool)
-    for column in ("complied", "af_reasoning"):
-        df[column] = df[column].astype("boolean")
-    df["rater"] = df["rater"].astype(object).where(df["rater"].notna(), None)
-    for column in ("label", *(c for cs in _provenance.COMPANIONS.values() for c in cs)):
-        df[column] = df[column].astype(object).where(df[column].notna(), None)
-    df["error"] = df["error"].astype(object).where(df["error"].notna(), None)
+def _typed_conditions(frame: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
+    """The condition table with the results table's dtypes (taken row by row from it)."""
+    frame = frame.copy()
+    frame["paraphrase"] = frame["paraphrase"].astype("int64")
+    frame["deployment_harm"] = frame["deployment_harm"].astype("float64")
+    for column in ("trained", "rated", "conflict"):
+        frame[column] = frame[column].astype(bool)
+    frame["rater"] = frame["rater"].astype(object).where(frame["rater"].notna(), None)
     for axis in axes:
-        df[axis] = df[axis].astype(str)
-    return df
+        frame[axis] = frame[axis].astype(str)
+    return frame
+
+
+def _copy_on_write() -> bool:
+    if int(pd.__version__.split(".")[0]) >= 3:
+        return True
+    try:
+        return pd.get_option("mode.copy_on_write") is True
+    except (KeyError, pd.errors.OptionError):  # pragma: no cover - pandas without the option
+        return False
+
+
+def _series(values: Any) -> pd.Series:
+    """A column holding ``values`` as they are (an object array stays object, not str)."""
+    if isinstance(values, np.ndarray) and values.dtype == object:
+        return pd.Series(values, dtype=object, copy=False)
+    return pd.Series(values, copy=False)
+
+
+def _none_for_missing(values: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    """An object array with None (not NaN) for missing values."""
+    out = np.asarray(values, dtype=object)
+    missing = pd.isna(out)
+    if missing.any():
+        out = out.copy()
+        out[missing] = None
+    return out
 
 
 __all__ = ["COLUMNS", "FACT_COLUMNS", "SweepResult"]

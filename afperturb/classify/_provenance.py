@@ -134,6 +134,122 @@ def _when(created: object) -> datetime:
 
 
 @dataclass(frozen=True)
+class LabelColumns:
+    """A label table as columns: what :func:`resolve_columns` reads.
+
+    The results table builds this straight from the store's rows (no DataFrame, each
+    repeated string once); :func:`resolve` builds it from a DataFrame of
+    :data:`INPUT_COLUMNS`. The low-cardinality columns are codes into lists of distinct values
+    (in any order, one entry per value).
+    """
+
+    #: Per label, the position of its trial among the keys it is resolved for (-1: another
+    #: trial's label, ignored).
+    trial: npt.NDArray[np.int64]
+    classifier: npt.NDArray[np.int64]
+    classifiers: list[str]
+    config: npt.NDArray[np.int64]
+    configs: list[str]
+    value: npt.NDArray[np.int64]
+    values: list[Any]
+    #: -1 (no verdict) / 0 / 1.
+    complied: npt.NDArray[np.int8]
+    af_reasoning: npt.NDArray[np.int8]
+    #: The label's JSON where its value is ``error`` (else None).
+    failure: npt.NDArray[np.object_]
+
+    def __len__(self) -> int:
+        return len(self.trial)
+
+    def take(self, rows: npt.NDArray[np.int64]) -> LabelColumns:
+        """These labels' ``rows``, in that order (the code lists are kept)."""
+        return LabelColumns(
+            self.trial[rows],
+            self.classifier[rows],
+            self.classifiers,
+            self.config[rows],
+            self.configs,
+            self.value[rows],
+            self.values,
+            self.complied[rows],
+            self.af_reasoning[rows],
+            self.failure[rows],
+        )
+
+    def failed(self) -> npt.NDArray[np.bool_]:
+        """Per label, whether its value is ``error`` (a judge that failed)."""
+        by_value = np.array([_is_failed(v) for v in self.values], dtype=bool)
+        return by_value[self.value] if len(by_value) else np.zeros(len(self), dtype=bool)
+
+    @classmethod
+    def from_frame(cls, labels: pd.DataFrame, keys: pd.Index | None = None) -> LabelColumns:
+        """From a DataFrame of :data:`INPUT_COLUMNS`; ``trial`` located in ``keys`` (else 0)."""
+        if keys is None:
+            trial = np.zeros(len(labels), dtype=np.int64)
+        else:
+            trial = keys.get_indexer(pd.Index(labels["trial_key"])).astype(np.int64)
+        clf_codes, clf_names = pd.factorize(labels["classifier"])
+        hashes = labels["config_hash"].fillna("").astype(str)
+        cfg_codes, cfg_names = pd.factorize(hashes)
+        val_codes, val_names = pd.factorize(labels["value"], use_na_sentinel=False)
+        return cls(
+            trial,
+            clf_codes.astype(np.int64),
+            [str(x) for x in clf_names],
+            cfg_codes.astype(np.int64),
+            [str(x) for x in cfg_names],
+            val_codes.astype(np.int64),
+            list(val_names),
+            _flags(labels["complied"]),
+            _flags(labels["af_reasoning"]),
+            labels["failure"].to_numpy(dtype=object),
+        )
+
+    @classmethod
+    def concat(cls, parts: list[LabelColumns]) -> LabelColumns:
+        """The parts' labels one after another, with their code lists merged."""
+        if len(parts) == 1:
+            return parts[0]
+        classifier, classifiers = merge_codes([(p.classifier, p.classifiers) for p in parts])
+        config, configs = merge_codes([(p.config, p.configs) for p in parts])
+        value, values = merge_codes([(p.value, p.values) for p in parts])
+
+        def cat(name: str, dtype: Any) -> Any:
+            arrays = [getattr(p, name) for p in parts]
+            return np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+
+        return cls(
+            cat("trial", np.int64),
+            classifier,
+            classifiers,
+            config,
+            configs,
+            value,
+            values,
+            cat("complied", np.int8),
+            cat("af_reasoning", np.int8),
+            cat("failure", object),
+        )
+
+
+def _is_failed(value: Any) -> bool:
+    return isinstance(value, str) and value == FAILED
+
+
+def merge_codes(
+    parts: list[tuple[npt.NDArray[np.int64], list[Any]]],
+) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Codes into one list of distinct values, from codes into each part's own list."""
+    index: dict[Any, int] = {}
+    out = []
+    for codes, uniques in parts:
+        remap = np.array([index.setdefault(u, len(index)) for u in uniques], dtype=np.int64)
+        out.append(remap[codes] if len(remap) else codes.astype(np.int64))
+    merged = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    return merged, list(index)
+
+
+@dataclass(frozen=True)
 class _Pairs:
     """The (classifier, config) pairs of a label table, with what each one says."""
 
@@ -159,16 +275,30 @@ class _Pairs:
         return self.rows[self.starts[pair] : self.starts[pair + 1]]
 
 
-def _pairs(labels: pd.DataFrame, verdicts: Mapping[str, npt.NDArray[np.bool_]]) -> _Pairs:
-    clf_codes, clf_names = pd.factorize(labels["classifier"], sort=True)
-    hashes = labels["config_hash"].fillna("").astype(str)
-    cfg_codes, cfg_names = pd.factorize(hashes, sort=True)
-    combined = clf_codes.astype(np.int64) * max(1, len(cfg_names)) + cfg_codes
-    codes, uniques = pd.factorize(combined, sort=True)
-    n_pairs = len(uniques)
-    clf_list, cfg_list = [str(x) for x in clf_names], [str(x) for x in cfg_names]
-    names = [clf_list[int(u) // max(1, len(cfg_list))] for u in uniques]
-    pair_hashes = [cfg_list[int(u) % max(1, len(cfg_list))] for u in uniques]
+def _unique_codes(
+    codes: npt.NDArray[np.int64], names: list[str]
+) -> tuple[npt.NDArray[np.int64], list[str]]:
+    """``codes`` into ``names`` made codes into a list without repeats."""
+    index: dict[str, int] = {}
+    remap = np.array([index.setdefault(n, len(index)) for n in names], dtype=np.int64)
+    return (remap[codes] if len(remap) else codes), list(index)
+
+
+def _pairs(labels: LabelColumns, verdicts: Mapping[str, npt.NDArray[np.bool_]]) -> _Pairs:
+    """The pairs, numbered in (classifier, config hash) order."""
+    clf_codes, clf_list = _unique_codes(labels.classifier, labels.classifiers)
+    cfg_codes, cfg_list = _unique_codes(labels.config, labels.configs)
+    width = max(1, len(cfg_list))
+    combined = clf_codes * width + cfg_codes
+    present = np.unique(combined)
+    named = [(clf_list[int(u) // width], cfg_list[int(u) % width]) for u in present]
+    order = sorted(range(len(present)), key=named.__getitem__)
+    lookup = np.full(len(clf_list) * width, -1, dtype=np.int64)
+    lookup[present[order]] = np.arange(len(order), dtype=np.int64)
+    codes = lookup[combined]
+    n_pairs = len(order)
+    names = [named[i][0] for i in order]
+    pair_hashes = [named[i][1] for i in order]
     rows = np.argsort(codes, kind="stable").astype(np.int64)
     coverage = np.bincount(codes, minlength=n_pairs).astype(np.int64)
     starts = np.concatenate([[0], np.cumsum(coverage)]).astype(np.int64)
@@ -179,10 +309,12 @@ def _pairs(labels: pd.DataFrame, verdicts: Mapping[str, npt.NDArray[np.bool_]]) 
     return _Pairs(codes, names, pair_hashes, rows, starts, coverage, sets)
 
 
-def _failures(labels: pd.DataFrame, failed: npt.NDArray[np.bool_]) -> dict[int, tuple[str, str]]:
+def _failures(
+    failure: npt.NDArray[np.object_], failed: npt.NDArray[np.bool_]
+) -> dict[int, tuple[str, str]]:
     """Per failed label row: (error message, column its judge sets or "")."""
     out: dict[int, tuple[str, str]] = {}
-    raw = labels["failure"].to_numpy(dtype=object)
+    raw = failure
     for i in np.flatnonzero(failed):
         details: Mapping[str, Any] = {}
         try:
@@ -270,34 +402,44 @@ def resolve(
     Raises:
         ClassifierError: when ``prefer`` names a classifier or config that is not there.
     """
-    n = len(keys)
-    pos_all = keys.get_indexer(pd.Index(labels["trial_key"]))
-    if (pos_all < 0).any():
-        labels = labels[pos_all >= 0]
-        pos_all = pos_all[pos_all >= 0]
-    labels = labels.reset_index(drop=True)
-    pos = pos_all.astype(np.int64)
-    failed = (labels["value"] == FAILED).to_numpy(dtype=bool)
-    flags = {c: _flags(labels[c]) for c in ("complied", "af_reasoning")}
+    return resolve_columns(LabelColumns.from_frame(labels, keys), len(keys), latest, prefer)
+
+
+def resolve_columns(
+    labels: LabelColumns,
+    n: int,
+    latest: Mapping[str, str] | None = None,
+    prefer: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """:func:`resolve` on a :class:`LabelColumns` whose ``trial`` are positions in ``range(n)``.
+
+    Labels with ``trial`` -1 (other trials') are ignored, as in :func:`resolve`.
+    """
+    if (labels.trial < 0).any():
+        labels = labels.take(np.flatnonzero(labels.trial >= 0))
+    pos = labels.trial
+    failed = labels.failed()
+    flags = {"complied": labels.complied, "af_reasoning": labels.af_reasoning}
     verdicts = {
         "label": np.ones(len(labels), dtype=bool),
         "complied": flags["complied"] >= 0,
         "af_reasoning": flags["af_reasoning"] >= 0,
     }
     out: dict[str, Any] = {}
-    if labels.empty:
+    if len(labels) == 0:
         for column in LABEL_COLUMNS:
             out.update(_empty_column(column, n))
         if prefer:
             _preferred({}, [], prefer)
         return out
     pairs = _pairs(labels, verdicts)
-    failures = _failures(labels, failed)
+    failures = _failures(labels.failure, failed)
     _mark_failed_sets(pairs, failures)
     ranks = _config_ranks(pairs, latest or {}, prefer or {})
     named = [source(name, h) for name, h in zip(pairs.names, pairs.hashes, strict=True)]
     sources = np.array([*named, None], dtype=object)
-    values = labels["value"].to_numpy(dtype=object)
+    values = np.empty(len(labels.values), dtype=object)
+    values[:] = labels.values
     for column in LABEL_COLUMNS:
         win = np.full(n, -1, dtype=np.int64)  # label row of the verdict
         win_pair = np.full(n, -1, dtype=np.int64)
@@ -322,7 +464,7 @@ def resolve(
         shown = np.where(win_pair >= 0, win_pair, np.where(fail_pair >= 0, fail_pair, seen_pair))
         out[f"{column}_source"] = sources[shown]  # -1 picks the trailing None
         if column == "label":
-            label = values[win]  # a copy; -1 reads the last row, blanked next
+            label = values[labels.value[win]]  # -1 reads the last row, blanked next
             label[win < 0] = None
             out["label"] = label
             continue
@@ -372,6 +514,19 @@ def _empty_column(column: str, n: int) -> dict[str, Any]:
     return out
 
 
+_CONFIG_COLUMNS: Final = (
+    "classifier",
+    "config_hash",
+    "source",
+    "kind",
+    "labels",
+    "failed",
+    "sets",
+    "latest_run",
+    "rank",
+)
+
+
 def configs(
     labels: pd.DataFrame,
     latest: Mapping[str, str] | None = None,
@@ -384,30 +539,31 @@ def configs(
     (whether it is its classifier's most recent run), ``rank`` (0: tried first among its
     classifier's configs).
     """
-    cols = [
-        "classifier",
-        "config_hash",
-        "source",
-        "kind",
-        "labels",
-        "failed",
-        "sets",
-        "latest_run",
-        "rank",
-    ]
     if labels.empty:
         if prefer:
             _preferred({}, [], prefer)
-        return pd.DataFrame(columns=cols)
-    labels = labels.reset_index(drop=True)
-    failed = (labels["value"] == FAILED).to_numpy(dtype=bool)
+        return pd.DataFrame(columns=list(_CONFIG_COLUMNS))
+    return configs_columns(LabelColumns.from_frame(labels.reset_index(drop=True)), latest, prefer)
+
+
+def configs_columns(
+    labels: LabelColumns,
+    latest: Mapping[str, str] | None = None,
+    prefer: Mapping[str, str] | None = None,
+) -> pd.DataFrame:
+    """:func:`configs` on a :class:`LabelColumns` (every row counts; ``trial`` is not read)."""
+    if len(labels) == 0:
+        if prefer:
+            _preferred({}, [], prefer)
+        return pd.DataFrame(columns=list(_CONFIG_COLUMNS))
+    failed = labels.failed()
     verdicts = {
         "label": np.ones(len(labels), dtype=bool),
-        "complied": _flags(labels["complied"]) >= 0,
-        "af_reasoning": _flags(labels["af_reasoning"]) >= 0,
+        "complied": labels.complied >= 0,
+        "af_reasoning": labels.af_reasoning >= 0,
     }
     pairs = _pairs(labels, verdicts)
-    _mark_failed_sets(pairs, _failures(labels, failed))
+    _mark_failed_sets(pairs, _failures(labels.failure, failed))
     latest = latest or {}
     ranks = _config_ranks(pairs, latest, prefer or {})
     n_failed = np.bincount(pairs.codes, weights=failed, minlength=len(pairs.names))
@@ -427,7 +583,7 @@ def configs(
                 ranks[p],
             )
         )
-    frame = pd.DataFrame(rows, columns=cols)
+    frame = pd.DataFrame(rows, columns=list(_CONFIG_COLUMNS))
     return frame.sort_values(["classifier", "rank"], kind="stable").reset_index(drop=True)
 
 
@@ -437,9 +593,13 @@ __all__ = [
     "INPUT_COLUMNS",
     "LABEL_COLUMNS",
     "TIERS",
+    "LabelColumns",
     "configs",
+    "configs_columns",
     "kind",
     "latest_runs",
+    "merge_codes",
     "resolve",
+    "resolve_columns",
     "source",
 ]

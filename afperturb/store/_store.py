@@ -25,6 +25,7 @@ from afperturb.records import (
     Request,
     SamplingParams,
     Trial,
+    trial_key,
 )
 from afperturb.store._batches import BatchBookkeeping
 from afperturb.store._keys import _text_sha, canonical_json
@@ -525,6 +526,44 @@ class Store(BatchBookkeeping):
             "l.config_hash, CASE WHEN l.value = 'error' THEN l.label END "
             f"FROM labels l{join} ORDER BY l.rowid",
             (model,) if model else (),
+            size,
+        )
+
+    def frame_trial_chunks(
+        self, model: str, run: str | None = None, size: int = 50_000
+    ) -> Iterator[list[Any]]:
+        """One model's rows of :meth:`trial_table` without the model column, in chunks.
+
+        Each row: condition id, request id, sample, status, error, input tokens, output
+        tokens, latency, cost, cached, key. One snapshot, as :meth:`trial_table_chunks`; the
+        results table reads this (a column fewer per row is ~8 % of the read).
+        """
+        where, args = _where(model=model, run_id=run)
+        return self._chunks(
+            "SELECT condition_id, request_id, sample, status, error, input_tokens, "
+            f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
+            args,
+            size,
+        )
+
+    def frame_label_chunks(self, model: str, size: int = 50_000) -> Iterator[list[Any]]:
+        """Rows of :meth:`label_table` that may label ``model``'s trials, in chunks.
+
+        A superset of ``label_table(model)``, chosen without the join: a trial key starts
+        with its model and ``|`` (:func:`~afperturb.records.trial_key`), so the labels whose
+        key has that prefix are read in one scan of the table (the join with the trials
+        costs about four times as much at 10⁶ trials). Labels of trials that do not exist are
+        included; the caller keeps only those of the trials it has.
+        """
+        prefix = model + "|"
+        if not trial_key(model, "c", "r", 0).startswith(prefix):  # pragma: no cover
+            where, args = "", []  # a key format without the prefix: read them all
+        else:
+            where, args = " WHERE substr(trial_key, 1, ?) = ?", [len(prefix), prefix]
+        return self._chunks(
+            "SELECT trial_key, classifier, value, complied, af_reasoning, config_hash, "
+            f"CASE WHEN value = 'error' THEN label END FROM labels{where} ORDER BY rowid",
+            args,
             size,
         )
 
