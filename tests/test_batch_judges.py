@@ -64,12 +64,14 @@ async def test_judge_votes_go_out_in_batches_and_match_realtime(tmp_path: Path) 
         await run_async(
             SweepResult.load(db), load_judge("af_reasoning").using(_chat(realtime)), concurrency=8
         )
-    # 38 distinct judge requests (both tiers reject some requests alike: same transcript);
-    # a twin asked while the first is in flight waits for its answer instead of paying again
-    assert realtime.batches_created == 0 and realtime.realtime_calls == 38
+    # 50 distinct judge requests (both tiers reject some requests alike: same transcript);
+    # a twin asked while the first is in flight waits for its answer instead of paying again.
+    # The mock's AF verdict hashes the whole judge prompt, so these counts (and the 10 AF
+    # labels below) move whenever the AF judge's prompt text changes.
+    assert realtime.batches_created == 0 and realtime.realtime_calls == 50
     labels = _labels(a)
     assert labels == _labels(b) and len(labels) == 40
-    assert sum(af is True for _, af in labels.values()) == 22
+    assert sum(af is True for _, af in labels.values()) == 10
 
 
 async def test_a_new_process_waits_for_the_recorded_judge_batches(tmp_path: Path) -> None:
