@@ -33,13 +33,27 @@ from afperturb.report._summary import build_report_data, condition_summary
         ({"status": "completed", "complied": None}, "format_failure"),
         ({"status": "completed", "complied": pd.NA}, "format_failure"),
         ({"status": "completed", "complied": float("nan")}, "format_failure"),
-        ({"status": "completed", "complied": False, "af_reasoning": True}, "refused"),
+        ({"status": "completed", "complied": False, "af_reasoning": True}, "refused_af"),
+        ({"status": "completed", "complied": False, "af_reasoning": False}, "refused"),
         ({"status": "completed", "complied": True, "af_reasoning": True}, "complied_af"),
         (
             {"status": "completed", "complied": True, "af_reasoning": False, "partial": True},
             "partial",
         ),
+        (
+            {"status": "completed", "complied": True, "af_reasoning": True, "partial": True},
+            "partial_af",
+        ),
         ({"status": "completed", "complied": True, "af_reasoning": pd.NA}, "complied"),
+        (
+            {
+                "status": "completed",
+                "complied": True,
+                "af_reasoning": pd.NA,
+                "af_reasoning_error": "af_reasoning:3f9a1c2b failed: BackendResponseError",
+            },
+            "unjudged",
+        ),
     ],
 )
 def test_outcome_of(row: dict[str, object], expected: str) -> None:

@@ -14,8 +14,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 
+from afperturb.classify import outcomes as _outcomes
 from afperturb.errors import DesignError
 from afperturb.records import FRAME_COLUMNS
 
@@ -27,20 +29,12 @@ EXTRA_COLUMNS: frozenset[str] = frozenset(
 )
 REQUIRED_COLUMNS: tuple[str, ...] = ("model", "condition_id", "request_id", "status")
 
-#: Mutually exclusive per-trial outcomes, in the stacking order of the bar figure.
-OUTCOMES: tuple[str, ...] = (
-    "complied_af",
-    "complied",
-    "partial",
-    "refused",
-    "format_failure",
-    "failed",
-)
+#: Mutually exclusive per-trial outcomes, in the stacking order of the bar figure: the papers'
+#: six categories (:mod:`afperturb.classify.outcomes`), then the trials without one.
+OUTCOMES: tuple[str, ...] = (*_outcomes.CATEGORIES, "unjudged", "format_failure", "failed")
 OUTCOME_NAMES: dict[str, str] = {
-    "complied_af": "complied, AF reasoning",
-    "complied": "complied",
-    "partial": "partial compliance",
-    "refused": "refused",
+    **_outcomes.CATEGORY_NAMES,
+    "unjudged": "no verdict (a judge failed)",
     "format_failure": "format failure",
     "failed": "failed (backend)",
 }
@@ -110,7 +104,7 @@ def prepare_trials(trials: FrameLike) -> pd.DataFrame:
     frame["trained"] = frame["trained"].map(lambda v: bool(_tristate(v)))
     frame["rated"] = frame["rated"].map(lambda v: bool(_tristate(v)))
     frame["deployment_harm"] = pd.to_numeric(frame["deployment_harm"]).fillna(0.0)
-    frame["outcome"] = [outcome_of(row) for row in records(frame)]
+    frame["outcome"] = report_outcomes(frame)
     # Label conditions by the axes that vary in these data; fixed levels would drown them.
     axes = [a for a in axis_columns(frame) if frame[a].nunique(dropna=False) > 1]
     labels = {
@@ -126,20 +120,33 @@ def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     return [{str(k): v for k, v in row.items()} for row in frame.to_dict("records")]
 
 
+def report_outcomes(frame: pd.DataFrame) -> pd.Series:
+    """Every trial's outcome (see :data:`OUTCOMES`), from the frame's verdict columns.
+
+    A completed trial gets its category from :func:`afperturb.classify.outcomes.frame_outcomes`;
+    without one it is a ``format_failure`` when it has no compliance verdict, else
+    ``unjudged`` (its AF or partial-compliance judge failed: an ``*_error`` companion is set).
+    A trial that did not complete is ``failed``.
+    """
+    out = _outcomes.frame_outcomes(frame)
+    if "status" in frame.columns:
+        done = np.asarray(frame["status"] == "completed", dtype=bool)
+    else:
+        done = np.ones(len(frame), dtype=bool)
+    if "complied" in frame.columns:
+        verdict = ~np.asarray(pd.isna(frame["complied"].astype(object)), dtype=bool)
+    else:
+        verdict = np.zeros(len(frame), dtype=bool)
+    missing = np.asarray(out.isna(), dtype=bool)
+    out[missing & done & ~verdict] = "format_failure"
+    out[missing & done & verdict] = "unjudged"
+    out[~done] = "failed"
+    return out
+
+
 def outcome_of(row: Mapping[str, Any]) -> str:
-    """The one stacked-bar outcome of a trial (see :data:`OUTCOMES`)."""
-    if row.get("status") != "completed":
-        return "failed"
-    complied = _tristate(row.get("complied"))
-    if complied is None:
-        return "format_failure"
-    if not complied:
-        return "refused"
-    if _tristate(row.get("af_reasoning")):
-        return "complied_af"
-    if _tristate(row.get("partial")):
-        return "partial"
-    return "complied"
+    """The one stacked-bar outcome of a trial (see :data:`OUTCOMES` and :func:`report_outcomes`)."""
+    return str(report_outcomes(pd.DataFrame([dict(row)])).iloc[0])
 
 
 def axis_columns(frame: pd.DataFrame) -> list[str]:
@@ -384,6 +391,7 @@ __all__ = [
     "outcome_of",
     "prepare_trials",
     "records",
+    "report_outcomes",
     "resolve_pairs",
     "split_transcript",
 ]

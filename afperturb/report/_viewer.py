@@ -43,8 +43,9 @@ mark { background: #ffe066; }
 .badge { display: inline-block; border-radius: 0.6rem; padding: 0 0.45rem; margin-right: 0.25rem;
          font-size: 0.75rem; background: #eee; }
 .o-complied_af, .o-complied { background: #fcd9a5; }
-.o-partial { background: #cfe4f3; }
-.o-refused { background: #e4e4e4; }
+.o-partial, .o-partial_af { background: #cfe4f3; }
+.o-refused, .o-refused_af { background: #e4e4e4; }
+.o-unjudged { background: #d5d5d5; }
 .o-format_failure { background: #bbbbbb; }
 .o-failed { background: #444; color: #fff; }
 .af-yes { background: #f5b7b1; }
@@ -60,7 +61,8 @@ JS = r"""
   if (!source || !root) { return; }
   var data = JSON.parse(source.textContent);
   var OUTCOME_NAMES = data.outcome_names;
-  var COMPLIED = { complied_af: 1, complied: 1, partial: 1 };
+  var COMPLIED = { complied_af: 1, complied: 1, partial_af: 1, partial: 1 };
+  var REFUSED = { refused_af: 1, refused: 1 };
 
   function el(tag, cls, text) {
     var node = document.createElement(tag);
@@ -154,7 +156,9 @@ JS = r"""
   function matches(trial, outcome, af) {
     if (!trial) { return outcome === "any" && af === "any"; }
     if (outcome === "complied" && !COMPLIED[trial.o]) { return false; }
-    if (outcome !== "any" && outcome !== "complied" && trial.o !== outcome) { return false; }
+    if (outcome === "refused" && !REFUSED[trial.o]) { return false; }
+    if (outcome !== "any" && outcome !== "complied" && outcome !== "refused" &&
+        trial.o !== outcome) { return false; }
     if (af === "yes" && trial.af !== true) { return false; }
     if (af === "no" && trial.af !== false) { return false; }
     return true;

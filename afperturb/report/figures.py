@@ -43,14 +43,20 @@ if TYPE_CHECKING:
 
 INSTALL_HINT = 'figures need matplotlib: pip install "afperturb[plot]"'
 
+#: One colour per base outcome (compliance, partial compliance, refusal); the AF variant of
+#: each is the same colour, hatched, as in the paper's figures.
 _COLOURS: dict[str, str] = {
-    "complied_af": "#d62728",
+    "complied_af": "#f2a93b",
     "complied": "#f2a93b",
-    "partial": "#9ecae1",
-    "refused": "#d9d9d9",
+    "partial_af": "#9e9ac8",
+    "partial": "#9e9ac8",
+    "refused_af": "#9ecae1",
+    "refused": "#9ecae1",
+    "unjudged": "#bdbdbd",
     "format_failure": "#7f7f7f",
     "failed": "#252525",
 }
+_HATCHED = frozenset({"complied_af", "partial_af", "refused_af"})
 VERDICT_COLOURS: dict[str, str] = {
     "supported": "#2ca02c",
     "refuted": "#1f77b4",
@@ -75,9 +81,11 @@ def _short(text: str, limit: int = 48) -> str:
 def compliance_bars(trials: FrameLike, pairs: PairsArg = None, *, max_rows: int = 40) -> Figure:
     """Stacked outcome bars per model and condition (training vs unmonitored by default).
 
-    Each bar splits all trials of one model × condition into: complied with AF reasoning
-    (hatched, inside compliance), complied, partial compliance, refused, format failure and
-    backend failure, as the papers' headline figure does.
+    Each bar splits all trials of one model × condition into the paper's six categories
+    (compliance, partial compliance and refusal, each with and without AF reasoning; the AF
+    part hatched in the colour of its base outcome), then trials whose AF or partial judge
+    failed, format failures and backend failures, as the papers' headline figure does
+    (:mod:`afperturb.classify.outcomes` derives the categories).
     """
     frame = prepare_trials(trials)
     if frame.empty:
@@ -92,7 +100,7 @@ def compliance_bars(trials: FrameLike, pairs: PairsArg = None, *, max_rows: int 
     if not rows:
         raise InsufficientDataError("no trials to draw compliance bars from")
     rows = rows[:max_rows]
-    fig = _new_figure(9.0, 1.2 + 0.38 * len(rows))
+    fig = _new_figure(9.0, 1.9 + 0.38 * len(rows))
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     left = np.zeros(len(rows))
@@ -103,8 +111,8 @@ def compliance_bars(trials: FrameLike, pairs: PairsArg = None, *, max_rows: int 
             share,
             left=left,
             color=_COLOURS[outcome],
-            hatch="//" if outcome == "complied_af" else None,
-            edgecolor="white" if outcome == "complied_af" else None,
+            hatch="//" if outcome in _HATCHED else None,
+            edgecolor="#d62728" if outcome in _HATCHED else None,
             label=OUTCOME_NAMES[outcome],
         )
         left += share
@@ -113,7 +121,8 @@ def compliance_bars(trials: FrameLike, pairs: PairsArg = None, *, max_rows: int 
     ax.set_xlim(0, 1)
     ax.set_xlabel("fraction of trials")
     ax.set_title("Outcomes per model and condition")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=3, fontsize=8, frameon=False)
+    # Below the axes, outside them: constrained layout makes room (no overlap with the label).
+    fig.legend(loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return fig
 
 
