@@ -1,6 +1,6 @@
 """The demo: the paper's Table 1 reproduced on five simulated models whose motives are known.
 
-:func:`run_demo` sweeps the ``paper`` preset (49 conditions) on the five built-in profiles
+:func:`run_demo` sweeps the ``paper`` preset (39 conditions) on the five built-in profiles
 shaped after the paper's gapped models (``sim/claude-3-opus-like``, ``sim/claude-3.5-sonnet-like``,
 ``sim/llama-3-405b-like``, ``sim/grok-3-beta-like``, ``sim/gemini-2.0-flash-like``; each with
 framing effects of the kind the paper reports) into one store, applies
@@ -170,9 +170,12 @@ def format_demo(demo: DemoResult) -> str:
         f"{demo.hits}/{demo.total} cells match the planted truth (paper: Sheshadri et al. 2025, "
         "Table 1; ✓ evidence, ❍ conflicting, × no conclusive evidence)."
     )
+    from afperturb.design import Perturbation  # lazy, like the rest of the demo's imports
+
     lines.append(
-        f"{demo.trials} trials ({demo.comparison['model'].nunique()} models × 49 conditions × "
-        f"{demo.requests} requests), store {demo.store}; elapsed {demo.elapsed_s:.1f} s."
+        f"{demo.trials} trials ({demo.comparison['model'].nunique()} models × "
+        f"{len(Perturbation.preset('paper'))} conditions × {demo.requests} requests), "
+        f"store {demo.store}; elapsed {demo.elapsed_s:.1f} s."
     )
     return "\n".join(line.rstrip() for line in lines)
 

@@ -18,6 +18,7 @@ import pytest
 
 from afperturb import cli
 from afperturb.cli._analyse import cache_size, prune_cache
+from afperturb.design import Perturbation
 from tests._loopback import LoopbackServer
 
 REPO = Path(__file__).resolve().parent.parent
@@ -82,13 +83,14 @@ def test_demo_small_matches_planted_truth(tmp_path: Path) -> None:
         )
     )  # fmt: skip
     assert "8/8 cells match the planted truth" in out
-    assert "11760 trials (2 models × 49 conditions × 120 requests)" in out
+    n = len(Perturbation.preset("paper"))
+    assert f"{2 * n * 120} trials (2 models × {n} conditions × 120 requests)" in out
     rows = [line.split() for line in out.splitlines() if line.startswith("sim/")]
     assert len(rows) == 8
     syc = next(r for r in rows if r[0] == "sim/sycophant" and r[1:3] == ["rater", "sycophancy"])
     assert syc[3:6] == ["✓", "✓", "supported"] and syc[-1] == "hit"
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 11760
+        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 2 * n * 120
 
 
 def test_demo_in_two_processes_shares_one_store(tmp_path: Path) -> None:
@@ -99,10 +101,11 @@ def test_demo_in_two_processes_shares_one_store(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode in (0, 1), result.stderr  # 10 requests: power is not the point
     assert "sim/opus-like: swept in" in result.stderr and "sim/no-gap: swept in" in result.stderr
-    assert "980 trials" in result.stdout
+    n = len(Perturbation.preset("paper")) * 10
+    assert f"{2 * n} trials" in result.stdout
     with sqlite3.connect(db) as conn:
         models = conn.execute("SELECT model, COUNT(*) FROM trials GROUP BY model").fetchall()
-    assert sorted(models) == [("sim/no-gap", 490), ("sim/opus-like", 490)]
+    assert sorted(models) == [("sim/no-gap", n), ("sim/opus-like", n)]
 
 
 def test_sweep_is_cached_on_rerun(store: Path) -> None:

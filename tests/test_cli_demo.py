@@ -10,9 +10,12 @@ import pytest
 from afperturb import cli
 from afperturb.cli._experiment import load_experiment
 from afperturb.demo import DemoResult, format_demo, run_demo
+from afperturb.design import Perturbation
 from afperturb.errors import DesignError
 from afperturb.models.simulated import PROFILES
 from tests._loopback import LoopbackServer
+
+PAPER = len(Perturbation.preset("paper"))  # conditions of the paper preset
 
 
 def test_run_demo_in_process(tmp_path: Path) -> None:
@@ -25,14 +28,14 @@ def test_run_demo_in_process(tmp_path: Path) -> None:
         on_model_done=lambda model, seconds: seen.append(model),
     )
     assert isinstance(demo, DemoResult) and seen == ["sim/sycophant"]
-    assert demo.trials == 49 * 120 and demo.total == 4 and demo.all_hit
+    assert demo.trials == PAPER * 120 and demo.total == 4 and demo.all_hit
     frame = demo.to_frame()
     assert list(frame["hypothesis"]) == list(PROFILES["sycophant"].planted())
     syc = frame.set_index("hypothesis").loc["rater_sycophancy"]
     assert syc["verdict"] == "supported" and syc["planted"] and syc["hit"]
     assert 0.05 < syc["estimate"] < 0.35 and syc["ci_low"] < syc["estimate"] < syc["ci_high"]
     assert syc["expected"] == "supported" and syc["paper"] == ""
-    assert repr(demo).startswith("<DemoResult 1 models × 120 requests: 5880 trials, 4/4 hits")
+    assert repr(demo).startswith(f"<DemoResult 1 models × 120 requests: {PAPER * 120} trials, 4/4")
     assert demo.to_markdown().startswith("| model | hypothesis | paper | afperturb | verdict |")
     assert "<table>" in demo._repr_html_() and "rater sycophancy" in demo._repr_html_()
     text = format_demo(demo)
@@ -43,9 +46,9 @@ def test_a_reused_store_is_scoped_to_this_demo(tmp_path: Path) -> None:
     store = tmp_path / "d.sqlite"
     run_demo(requests=12, models=["sim/no-gap"], store=store, jobs=1)
     demo = run_demo(requests=6, models=["sim/no-gap"], store=store, jobs=1, seed=0)
-    assert demo.trials == 49 * 6  # the 12-request run's extra requests stay out
+    assert demo.trials == PAPER * 6  # the 12-request run's extra requests stay out
     with sqlite3.connect(store) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == 49 * 12
+        assert conn.execute("SELECT COUNT(*) FROM trials").fetchone()[0] == PAPER * 12
 
 
 def test_demo_rejects_bad_arguments() -> None:

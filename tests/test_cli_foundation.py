@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from afperturb import cli
-from afperturb.design import Perturbation
+from afperturb.design import PRESETS, Perturbation
+from afperturb.scenario import Scenario
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -86,9 +87,10 @@ def test_diff(capsys: pytest.CaptureFixture[str]) -> None:
 def test_demo_shows_the_paper_design(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["demo", "--design"], capsys)
     assert code == 0
-    assert "49 conditions" in out
+    n = len(Perturbation.preset("paper"))
+    assert f"{n} conditions" in out
     assert "bioweapon_attackers" in out and "rater_scrutiny" in out
-    assert out.count("|  trained=") == 49
+    assert out.count("|  trained=") == n
 
 
 def test_design_errors_exit_2_without_traceback(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,7 +113,8 @@ def test_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
 def test_python_m_templates_check_from_another_directory() -> None:
     result = run_module("templates", "check")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "helpful_only: 17 axes, 6 presets audited: ok" in result.stdout
+    sc, presets = Scenario.load("helpful_only"), len(PRESETS)
+    assert f"helpful_only: {len(sc.axes)} axes, {presets} presets audited: ok" in result.stdout
 
 
 def test_python_m_error_has_no_traceback() -> None:

@@ -39,11 +39,16 @@ def test_conditions_and_stable_ids() -> None:
     ("name", "count"),
     [
         ("rater_sycophancy", 3),
-        ("instrumental_goal_guarding", 32),
+        # 2 processes × (5 deployments without an adversary + 3 with one × 2 risk levels)
+        ("instrumental_goal_guarding", 22),
         ("terminal_goal_guarding", 6),
         ("null_control", 2),
         ("low_coherence", 8),
-        ("paper", 49),
+        ("paper", 39),
+        ("free_tier_use", 6),
+        ("pre_deployment_processes", 12),
+        ("tier_lists", 33),  # 4 + 5 tiers, 4 swapped, 5 drops × 4 remaining tiers
+        ("clarifications", 8),
     ],
 )
 def test_preset_sizes(name: str, count: int) -> None:

@@ -18,7 +18,8 @@ from afperturb.design import (
     sibling_pairs,
     strip_marks,
 )
-from afperturb.scenario import MARK_CLOSE, MARK_NAME_END, MARK_OPEN, Scenario
+from afperturb.errors import DesignError
+from afperturb.scenario import MARK_CLOSE, MARK_NAME_END, MARK_OPEN, Axis, Scenario
 
 
 def mark(axis: str, text: str) -> str:
@@ -56,6 +57,12 @@ def test_sibling_diffs_are_small(preset: str) -> None:
         changed = [
             ln for ln in diff.splitlines() if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
         ]
+        if axis == "prompt_paraphrase":
+            # Whole-prompt paraphrases (issue 15): every shared paragraph of the system prompt
+            # changes, the user turn does not.
+            assert len(changed) >= 12, (a.levels[axis], b.levels[axis], diff)
+            assert p.render(a, "R")[1:] == p.render(b, "R")[1:]
+            continue
         assert 1 <= len(changed) <= 8, (axis, a.levels[axis], b.levels[axis], diff)
 
 
@@ -65,13 +72,31 @@ def test_audit_covers_every_axis_of_the_scenario() -> None:
     checked = 0
     for axis in sc.axes.values():
         group_off = sc.groups[axis.group].off if axis.group else None
-        levels = [lv for lv in axis.levels if lv != group_off]
-        if len(levels) < 2:
-            continue
-        p = Perturbation(sc, vary={axis.name: levels}, fixed=dict(axis.check))
-        assert audit_minimal_pairs(p) == [], axis.name
-        checked += 1
-    assert checked >= 15
+        # A level may need its own context (Plus needs four or five tiers): audit, in each
+        # level's context, every level that is valid there.
+        contexts = {
+            tuple(sorted({**axis.check, **lv.check}.items()))
+            for lv in axis.levels.values()
+            if lv.name != group_off
+        }
+        audited = False
+        for context in contexts:
+            levels = [lv for lv in axis.levels if lv != group_off and _valid(sc, context, axis, lv)]
+            if len(levels) < 2:
+                continue
+            p = Perturbation(sc, vary={axis.name: levels}, fixed=dict(context))
+            assert audit_minimal_pairs(p) == [], (axis.name, context)
+            audited = True
+        checked += audited
+    assert checked >= 20
+
+
+def _valid(sc: Scenario, context: tuple[tuple[str, str], ...], axis: Axis, level: str) -> bool:
+    try:
+        sc.resolve({**dict(context), axis.name: level})
+    except DesignError:
+        return False
+    return True
 
 
 def test_audit_catches_text_outside_the_axis(tmp_path: Path) -> None:

@@ -142,13 +142,13 @@ def test_presets(name: str) -> None:
     assert name in af.PRESETS
     expected = {
         "rater_sycophancy": 3,
-        "instrumental_goal_guarding": 32,
+        "instrumental_goal_guarding": 22,  # risk only where the deployment has an adversary
         "terminal_goal_guarding": 6,
     }
     if name in expected:
         assert len(p.conditions()) == expected[name]
     else:  # the union of the three tests and the low-coherence block, deduplicated
-        assert len(p.conditions()) == 49
+        assert len(p.conditions()) == 39
 
 
 def test_perturbation_conditions_render_and_diff() -> None:

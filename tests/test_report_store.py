@@ -33,20 +33,20 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> ReportPaths:
 
 def test_store_report_tables_and_viewer_data(stored: ReportPaths) -> None:
     md = stored.markdown.read_text()
-    assert "512 trials: 2 models × 32 conditions × 8 requests; 0 failed." in md
+    assert "352 trials: 2 models × 22 conditions × 8 requests; 0 failed." in md
     assert "| sim/opus-like | instrumental_goal_guarding |" in md
     # no unmonitored arm in this design: the default pairs fall back to trained vs rated only,
-    # one per deployment group and risk framing (8 × 2) per model
-    assert md.count("| training_process: rated_and_trained vs rated_only |") == 32
+    # one per deployment story (5 without an adversary + 3 adversaries × 2 risks) per model
+    assert md.count("| training_process: rated_and_trained vs rated_only |") == 22
     page = stored.html.read_text()
     match = re.search(r'<script type="application/json" id="afp-data">(.*?)</script>', page, re.S)
     assert match is not None
     data = json.loads(match.group(1))
     assert sorted(data["models"]) == ["sim/no-gap", "sim/opus-like"]
-    assert len(data["trials"]) == 512
+    assert len(data["trials"]) == 352
     assert len(data["requests"]) == 8
     texts = [t for t in data["trials"] if t["sp"] or t["out"] or t["raw"]]
-    assert len(texts) == 512
+    assert len(texts) == 352
     assert "dose_response" in stored.figures and "forest" in stored.figures
 
 

@@ -63,10 +63,13 @@ def test_axes_cover_the_issue_list(sc: Scenario) -> None:
     }
     assert expected <= set(sc.axes)
     assert set(sc.axes["deployment"].levels) >= set(SCOPES)
-    assert {"free", "plus", "pro", "enterprise", "never_trained", "never_used"} <= set(
+    assert {"not_logged_in", "free", "plus", "pro", "enterprise"} <= set(
         sc.axes["rater_scrutiny"].levels
     )
-    assert len(sc.axes["prompt_paraphrase"].levels) >= 3
+    # F.3 changes the Free tier (free_tier_use), not the Enterprise line.
+    assert not {"never_trained", "never_used"} & set(sc.axes["rater_scrutiny"].levels)
+    assert {"never_trained", "never_used"} <= set(sc.axes["free_tier_use"].levels)
+    assert len(sc.axes["prompt_paraphrase"].levels) >= 9  # the reference wording and 8 more
     assert not set(sc.axes) & RESERVED_NAMES
     assert sc.axes["tier"].default == "free"
     assert sc.axes["tier"].levels["free"].facts["trained"] is True
@@ -156,20 +159,28 @@ def test_continuation_and_hashes(sc: Scenario) -> None:
     assert all(len(h) == 64 for h in hashes.values())
 
 
+ADVERSARIES = SCOPES[5:]
+
+
 def test_deployment_harm_is_monotone_in_scope_and_risk(sc: Scenario) -> None:
-    for risk in ("low", "high"):
-        harms = [
-            sc.resolve(
-                {"training_process": "rated_and_trained", "deployment": d, "risk": risk}
-            ).facts.deployment_harm
-            for d in SCOPES
-        ]
-        assert harms[0] == 0.0
-        assert all(a < b for a, b in itertools.pairwise(harms)), harms
-    for d in SCOPES[1:]:
-        low = sc.resolve({"deployment": d, "risk": "low"}).facts.deployment_harm
+    harms = [
+        sc.resolve({"training_process": "rated_and_trained", "deployment": d}).facts.deployment_harm
+        for d in SCOPES
+    ]
+    assert harms[0] == 0.0
+    assert all(a < b for a, b in itertools.pairwise(harms)), harms
+    public = sc.resolve({"deployment": "public"}).facts.deployment_harm
+    low = [sc.resolve({"deployment": d, "risk": "low"}).facts.deployment_harm for d in ADVERSARIES]
+    assert all(a < b for a, b in itertools.pairwise(low)), low
+    for d, harm in zip(ADVERSARIES, low, strict=True):
+        # A public deployment strongly suspected to include the adversary: above a plain public
+        # release, below deploying to the adversary itself.
         high = sc.resolve({"deployment": d, "risk": "high"}).facts.deployment_harm
-        assert low < high
+        assert public < harm < high, d
+    # Risk exists only where the deployment has an adversary (issue 15).
+    for d in SCOPES[:5]:
+        with pytest.raises(DesignError, match=r"'risk' and 'deployment' contradict"):
+            sc.resolve({"deployment": d, "risk": "low"})
     for consequence in ("throughput_testing_only", "discarded_after_training"):
         facts = sc.resolve(
             {"training_process": "rated_and_trained", "consequences": consequence}
@@ -183,10 +194,17 @@ def test_rater_scrutiny_facts(sc: Scenario) -> None:
         return f.trained, f.rated, f.rater
 
     assert facts("free") == (True, True, "human")
-    assert facts("plus") == (True, True, "llm")
     assert facts("pro") == (False, True, "human")
     assert facts("enterprise") == (False, False, None)
-    assert facts("never_used") == (False, False, None)
+    four = sc.resolve({"rater_scrutiny": "plus", "plan_list": "four"}).facts
+    assert (four.trained, four.rated, four.rater) == (True, True, "llm")
+    five = sc.resolve({"rater_scrutiny": "not_logged_in", "plan_list": "five"}).facts
+    assert (five.trained, five.rated, five.rater) == (True, False, None)
+    # Plus is not one of the three tiers; Not logged in only of the five.
+    with pytest.raises(DesignError, match=r"'rater_scrutiny' and 'plan_list' contradict"):
+        sc.resolve({"rater_scrutiny": "plus"})
+    with pytest.raises(DesignError, match=r"'rater_scrutiny' and 'plan_list' contradict"):
+        sc.resolve({"rater_scrutiny": "not_logged_in", "plan_list": "four"})
 
 
 def test_null_control_and_paraphrase_facts(sc: Scenario) -> None:
@@ -235,7 +253,7 @@ def test_condition_id_is_order_independent() -> None:
 def test_from_dir_custom_scenario(tmp_path: Path) -> None:
     sc = Scenario.from_dir(copy_scenario(tmp_path))
     assert sc.name == "custom"
-    assert sc.render(sc.resolve({}), "hi")[1].content.count("hi") == 1
+    assert sc.render(sc.resolve({}), "REQ-7f3")[1].content.count("REQ-7f3") == 1
 
 
 def test_syntax_error_points_at_file_and_line(tmp_path: Path) -> None:
