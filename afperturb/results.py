@@ -142,12 +142,12 @@ class _Part:
             # model's trials: the store's join says which those are.
             chunks = self.store.label_table_chunks(model=self.model)
             return _labels_from_chunks(chunks, keys.locate)
-        chunks = self.store.frame_label_chunks(self.model)
         aligned = _AlignedKeys(read.trials.plain["key"])
-        if own_to_key is None:
-            return _labels_from_chunks(chunks, aligned)
-        lookup = np.concatenate([own_to_key, [-1]])  # -1 (a key not in the store) stays -1
-        return _labels_from_chunks(chunks, lambda k: lookup[aligned(k)])
+        locate: Callable[[npt.NDArray[np.object_]], npt.NDArray[np.int64]] = aligned
+        if own_to_key is not None:
+            lookup = np.concatenate([own_to_key, [-1]])  # -1 (a key not in the store) stays
+            locate = lambda k: lookup[aligned(k)]  # noqa: E731
+        return _labels_from_codes(self.store.frame_label_codes(self.model), locate)
 
     def run_records(self) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
         """The run manifests and label-run records that say which config ran last."""
@@ -459,6 +459,49 @@ def _labels_from_chunks(
     return _provenance.LabelColumns.concat(parts)
 
 
+_CODED_LABEL_DTYPE = np.dtype([("trial_key", object), ("code", np.int64), ("failure", object)])
+
+
+def _labels_from_codes(
+    chunks: Iterable[tuple[list[tuple[str, str, str]], Sequence[Sequence[Any]]]],
+    locate: Callable[[npt.NDArray[np.object_]], npt.NDArray[np.int64]],
+) -> _provenance.LabelColumns:
+    """:func:`_labels_from_chunks` for the coded rows of ``Store.frame_label_codes``."""
+    kinds: list[tuple[str, str, str]] = []
+    parts = []
+    for known, rows in chunks:
+        kinds = known  # the list only grows: the last one numbers every kind
+        table = np.fromiter(rows, dtype=_CODED_LABEL_DTYPE, count=len(rows))
+        trial = locate(np.ascontiguousarray(table["trial_key"]))
+        found = np.flatnonzero(trial >= 0)
+        if len(found) == 0:
+            continue
+        if len(found) < len(trial):
+            table, trial = table[found], trial[found]
+        parts.append((trial, table["code"], np.ascontiguousarray(table["failure"])))
+    clf_of, classifiers = _factorize(_array([k[0] for k in kinds], object))
+    cfg_of, configs = _factorize(_array([k[1] for k in kinds], object))
+    val_of, values = _factorize(_array([k[2] for k in kinds], object))
+    columns = []
+    for trial, code, failure in parts:
+        kind = code // 9
+        columns.append(
+            _provenance.LabelColumns(
+                trial,
+                clf_of[kind],
+                [str(x) for x in classifiers],
+                cfg_of[kind],
+                [str(x) for x in configs],
+                val_of[kind],
+                values,
+                ((code // 3) % 3 - 1).astype(np.int8),  # 0 / 1 / 2: None / False / True
+                (code % 3 - 1).astype(np.int8),
+                failure,
+            )
+        )
+    return _provenance.LabelColumns.concat(columns)
+
+
 def _flag_array(numbers: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:
     """-1 / 0 / 1 from 1.0 / 0.0 / NaN (as ``_provenance._flags``)."""
     out = np.where(numbers != 0, 1, 0).astype(np.int8)
@@ -756,10 +799,7 @@ class SweepResult:
                 plain = trials.plain[name][order]
                 columns[name] = _series(_none_for_missing(plain) if name == "error" else plain)
         for name, values in resolved.items():
-            taken = values[label_rows]
-            if not isinstance(taken, pd.api.extensions.ExtensionArray):
-                taken = _none_for_missing(taken)
-            columns[name] = _series(taken)
+            columns[name] = _series(values[label_rows])  # None where missing already
         return pd.DataFrame(columns, columns=[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS], copy=False)
 
     def _latest(self) -> dict[str, str]:

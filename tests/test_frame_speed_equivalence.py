@@ -534,11 +534,46 @@ def test_small_read_chunks_give_the_same_frame(
 
         return chunked
 
-    for name in ("frame_trial_chunks", "frame_label_chunks", "label_table_chunks"):
+    names = ("frame_trial_chunks", "frame_label_codes", "label_table_chunks")
+    for name in names:
         monkeypatch.setattr(Store, name, small(getattr(Store, name)))
     for case in ("load", "scoped and whole", "one run"):
         res = _cases(built)[case]
         _assert_same(res.to_frame(), old_frame(res), case)
+
+
+@pytest.mark.parametrize(("sample", "most"), [(1, 256), (0, 256), (2000, 2), (0, 0)])
+def test_labels_of_kinds_learnt_late_or_too_many_give_the_same_frame(
+    built: _Built, monkeypatch: pytest.MonkeyPatch, sample: int, most: int
+) -> None:
+    """Store.frame_label_codes codes the kinds (classifier, config, value) it knows in SQL:
+    those of the labels at the table's ends first, then each one met (looked up by rowid);
+    beyond _MAX_KINDS it reads columns. Every way gives the same frame."""
+    from afperturb.store import _store
+
+    monkeypatch.setattr(_store, "_KIND_SAMPLE", sample)
+    monkeypatch.setattr(_store, "_MAX_KINDS", most)
+    codes = Store.frame_label_codes
+
+    def small(self: Store, *args: Any, **kwargs: Any) -> Any:
+        return codes(self, *args, **{**kwargs, "size": 97})
+
+    monkeypatch.setattr(Store, "frame_label_codes", small)
+    for case in ("load", "sweep's own result", "scoped and whole"):
+        res = _cases(built)[case]
+        _assert_same(res.to_frame(), old_frame(res), case)
+    with Store.open(built.db) as store:
+        chunks = list(store.frame_label_codes("sim/opus-like"))
+        plain = [r for r in store.label_table() if r[0].startswith("sim/opus-like|")]
+    kinds = chunks[-1][0]
+    decoded = []
+    for _, rows in chunks:
+        for key, code, failure in rows:
+            classifier, config, value = kinds[code // 9]
+            c, a = (code // 3) % 3, code % 3
+            flag = {0: None, 1: 0, 2: 1}
+            decoded.append((key, classifier, value, flag[c], flag[a], config, failure))
+    assert decoded == plain and len(kinds) > 10
 
 
 def test_empty_results_have_the_columns(built: _Built) -> None:

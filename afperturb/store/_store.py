@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import operator
 import queue
 import sqlite3
 import threading
@@ -546,26 +547,77 @@ class Store(BatchBookkeeping):
             size,
         )
 
-    def frame_label_chunks(self, model: str, size: int = 50_000) -> Iterator[list[Any]]:
-        """Rows of :meth:`label_table` that may label ``model``'s trials, in chunks.
+    def frame_label_codes(
+        self, model: str, size: int = 50_000
+    ) -> Iterator[tuple[list[tuple[str, str, str]], list[tuple[Any, ...]]]]:
+        """The labels that may label ``model``'s trials, coded, in chunks of one snapshot.
 
-        A superset of ``label_table(model)``, chosen without the join: a trial key starts
-        with its model and ``|`` (:func:`~afperturb.records.trial_key`), so the labels whose
-        key has that prefix are read in one scan of the table (the join with the trials
-        costs about four times as much at 10⁶ trials). Labels of trials that do not exist are
-        included; the caller keeps only those of the trials it has.
+        Yields ``(kinds, rows)``: ``kinds`` the distinct (classifier, config hash, value) met
+        so far (a list that only grows: a kind keeps its number); each row is (trial key,
+        code, the label's JSON if its value is ``error`` else None), in the order the labels
+        were written, ``code = 9 * kind + 3 * c + a`` with ``c`` / ``a`` 0 for a NULL
+        ``complied`` / ``af_reasoning``, 1 for 0 and 2 for any other value.
+
+        Which labels: those whose trial key starts with the model and ``|`` (every label of
+        its trials, :func:`~afperturb.records.trial_key`), read without the join with the
+        trials (about four times as costly at 10⁶ trials); labels of trials that do not
+        exist are included and left to the caller. The labels a sweep writes with each trial
+        follow the trials' order.
+
+        Why coded: SQLite computes the code (a CASE over the kinds known so far) without
+        allocating anything, where five more columns cost a Python object each per label
+        (at 2·10⁶ labels about a second of reading and hashing strings). The table is read
+        in ranges of ``size`` rowids; a label of a kind not known yet is looked up by its
+        rowid and the kind learnt for the next range; beyond :data:`_MAX_KINDS` kinds the
+        rest is read as columns and coded here.
         """
-        prefix = model + "|"
-        if not trial_key(model, "c", "r", 0).startswith(prefix):  # pragma: no cover
-            where, args = "", []  # a key format without the prefix: read them all
-        else:
-            where, args = " WHERE substr(trial_key, 1, ?) = ?", [len(prefix), prefix]
-        return self._chunks(
-            "SELECT trial_key, classifier, value, complied, af_reasoning, config_hash, "
-            f"CASE WHEN value = 'error' THEN label END FROM labels{where} ORDER BY rowid",
-            args,
-            size,
-        )
+        where, args = _model_prefix(model)
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")  # one snapshot (WAL) for every statement below
+            top = conn.execute("SELECT max(rowid) FROM labels").fetchone()[0] or 0
+            kinds: list[tuple[str, str, str]] = []
+            known: dict[tuple[str, str, str], int] = {}
+
+            def learn(rows: Iterable[Sequence[Any]]) -> None:
+                for kind in rows:
+                    key = (str(kind[0]), str(kind[1]), str(kind[2]))
+                    if key not in known:
+                        known[key] = len(kinds)
+                        kinds.append(key)
+
+            for order in ("", " DESC"):  # the first and last labels: the usual kinds
+                learn(
+                    conn.execute(
+                        "SELECT DISTINCT classifier, config_hash, value FROM (SELECT "
+                        f"classifier, config_hash, value FROM labels ORDER BY rowid{order} "
+                        "LIMIT ?)",
+                        (_KIND_SAMPLE,),
+                    )
+                )
+            start = 0
+            while start < top:
+                end = start + size
+                scope = (" AND " if where else " WHERE ") + "rowid > ? AND rowid <= ?"
+                if len(kinds) <= _MAX_KINDS:
+                    sql, params = _label_code_query(kinds, where + scope)
+                    rows = conn.execute(sql, [*params, *args, start, end]).fetchall()
+                    rows = _code_unknown(conn, rows, learn, known)
+                else:
+                    sql = _LABEL_COLUMNS_QUERY + where + scope + " ORDER BY rowid"
+                    found = conn.execute(sql, [*args, start, end]).fetchall()
+                    learn(r[1:4] for r in found)
+                    rows = [
+                        (r[0], 9 * known[(str(r[1]), str(r[2]), str(r[3]))] + r[4], r[5])
+                        for r in found
+                    ]
+                if rows:
+                    yield kinds, rows
+                start = end
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot read store {str(self.path)!r}: {exc}") from exc
+        finally:
+            conn.close()
 
     def label_runs(self) -> dict[str, dict[str, str]]:
         """Per classifier, its latest labelling run through :meth:`put_labels`.
@@ -722,6 +774,88 @@ def _retry_locked(action: Callable[[], object], timeout_ms: int) -> None:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.2)
+
+
+def _model_prefix(model: str) -> tuple[str, list[Any]]:
+    """WHERE clause selecting the labels whose trial key starts with ``model`` and ``|``."""
+    prefix = model + "|"
+    if not trial_key(model, "c", "r", 0).startswith(prefix):  # pragma: no cover
+        return "", []  # a key format without the prefix: read them all
+    return " WHERE substr(trial_key, 1, ?) = ?", [len(prefix), prefix]
+
+
+#: Kinds of labels (classifier, config, value) coded in SQL at most (the CASE grows with them).
+_MAX_KINDS = 256
+#: Labels read at each end of the table for the kinds to code from the start.
+_KIND_SAMPLE = 2000
+_SECOND = operator.itemgetter(1)
+#: ``complied`` and ``af_reasoning`` as 3 * c + a (0: NULL, 1: 0, 2: anything else).
+_LABEL_FLAGS = "3 * (ifnull(complied <> 0, -1) + 1) + (ifnull(af_reasoning <> 0, -1) + 1)"
+_LABEL_FAILURE = "CASE WHEN value = 'error' THEN label END"
+_LABEL_COLUMNS_QUERY = (
+    f"SELECT trial_key, classifier, config_hash, value, {_LABEL_FLAGS}, {_LABEL_FAILURE} "
+    "FROM labels"
+)
+
+
+def _label_code_query(kinds: Sequence[tuple[str, str, str]], where: str) -> tuple[str, list[Any]]:
+    """The query of :meth:`Store.frame_label_codes` over ``kinds``.
+
+    The code is ``9 * kind + flags``, or ``-(9 * rowid + flags) - 1`` for a label of another
+    kind (:func:`_code_unknown` looks those up).
+    """
+    tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
+    for i, (classifier, config_hash, value) in enumerate(kinds):
+        tree.setdefault(classifier, {}).setdefault(config_hash, []).append((value, i))
+    parts, params = ["CASE classifier"], []
+    for classifier, configs in tree.items():
+        parts.append("WHEN ? THEN CASE config_hash")
+        params.append(classifier)
+        for config_hash, values in configs.items():
+            parts.append("WHEN ? THEN CASE value")
+            params.append(config_hash)
+            for value, i in values:
+                parts.append(f"WHEN ? THEN {9 * i}")
+                params.append(value)
+            parts.append("END")
+        parts.append("END")
+    parts.append("END")
+    kind = " ".join(parts) if kinds else "NULL"
+    sql = (
+        f"SELECT trial_key, ifnull(({kind}) + {_LABEL_FLAGS}, -(9 * rowid + {_LABEL_FLAGS}) - 1), "
+        f"{_LABEL_FAILURE} FROM labels{where} ORDER BY rowid"
+    )
+    return sql, params
+
+
+def _code_unknown(
+    conn: sqlite3.Connection,
+    rows: list[Any],
+    learn: Callable[[Iterable[Sequence[Any]]], None],
+    known: Mapping[tuple[str, str, str], int],
+) -> list[Any]:
+    """``rows`` with the labels of kinds not in the query (negative codes) coded."""
+    if not rows or min(rows, key=_SECOND)[1] >= 0:  # min() with itemgetter: C speed
+        return rows
+    unknown = [i for i, row in enumerate(rows) if row[1] < 0]
+    decoded = {}
+    for i in unknown:
+        rowid, flags = divmod(-rows[i][1] - 1, 9)
+        decoded[rowid] = (i, flags)
+    ids = list(decoded)
+    found: dict[int, tuple[Any, ...]] = {}
+    for at in range(0, len(ids), 500):
+        batch = ids[at : at + 500]
+        marks = ",".join("?" * len(batch))
+        sql = f"SELECT rowid, classifier, config_hash, value FROM labels WHERE rowid IN ({marks})"
+        for rowid, *kind in conn.execute(sql, batch):
+            found[rowid] = tuple(kind)
+    learn(found.values())
+    rows = list(rows)
+    for rowid, (i, flags) in decoded.items():
+        c, h, v = found[rowid]
+        rows[i] = (rows[i][0], 9 * known[(str(c), str(h), str(v))] + flags, rows[i][2])
+    return rows
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:
