@@ -219,9 +219,14 @@ def test_two_cue_families_contradict(sc: Scenario) -> None:
         sc.resolve({"tier": "none"})
 
 
-def test_contradicting_facts_name_both_axes(sc: Scenario) -> None:
-    with pytest.raises(DesignError, match=r"'deployment' and 'consequences' contradict"):
+def test_contradicting_facts_name_both_axes(sc: Scenario, tmp_path: Path) -> None:
+    # A deployment and "no consequences" cannot be told together (and set different harms).
+    with pytest.raises(DesignError, match=r"'consequences' and 'deployment' contradict"):
         sc.resolve({"deployment": "public", "consequences": "discarded_after_training"})
+    with pytest.raises(DesignError, match=r"'consequences' and 'deployment' contradict"):
+        sc.resolve({"deployment": "throughput_testing", "consequences": "throughput_testing_only"})
+    with pytest.raises(DesignError, match=r"'arm' and 'extra' contradict.*trained=True"):
+        mini(tmp_path).resolve({"arm": "b", "extra": "t"})
 
 
 def test_requires_is_enforced(sc: Scenario) -> None:
