@@ -21,6 +21,7 @@ import itertools
 import re
 from collections import defaultdict
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -422,3 +423,31 @@ def test_the_reader_is_not_vacuous() -> None:
         False,
         None,
     )
+
+
+def test_the_docs_table_lists_the_papers_conditions() -> None:
+    """docs/scenarios.md, "The papers' conditions": every named level exists, every preset too,
+    and the F.3, F.4, tier-list, risk and clarification conditions are all there."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "scenarios.md").read_text("utf-8")
+    section = page.split("### The papers' conditions", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.split("\n") if line.startswith("| ") and "---" not in line]
+    named: dict[str, set[str]] = defaultdict(set)
+    for row in rows[1:]:
+        cells = [c.strip() for c in row.strip().strip("|").split("|")]
+        condition, where, levels, _facts, preset = cells
+        assert condition and where, row
+        for axis, values in re.findall(r"`([a-z_]+)=([^`]+)`", levels):
+            assert axis in SC.axes, row
+            for value in values.split("/"):
+                if "<" in value or "…" in value:
+                    continue
+                assert value in SC.axes[axis].levels, (axis, value)
+                named[axis].add(value)
+        for name in re.findall(r"`([a-z_]+)`", preset):
+            assert name in PRESETS, row
+    for axis in ("free_tier_use", "training_process", "plan_list", "plan_names", "risk"):
+        assert named[axis] >= set(SC.axes[axis].levels) - {"standard", "none", "three"}, axis
+    assert named["clarification"] == set(SC.axes["clarification"].levels) - {"none"}
+    assert set(SC.axes["rater_scrutiny"].levels) - {"none"} <= named["rater_scrutiny"]
+    for where in ("§4.1", "F.3", "F.4", "F.5", "F.7", "§4.2", "§4.3", "Fig. 33", "G.1.19"):
+        assert where in section, where
