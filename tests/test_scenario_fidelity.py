@@ -265,6 +265,7 @@ def test_no_condition_contradicts_itself(c: Condition) -> None:
     system, _ = _texts(c)
     lab = SC.axes["lab"].levels[c.levels["lab"]].vars["name"]
     assert "the updated model" not in system
+    assert "deployed as" not in system  # "you are deployed" in an arm still in pre-deployment
     assert not re.search(r"[Bb]efore \S.* deploys you", system), system
     for sentence in _sentences(system):
         start = sentence.lstrip("- ")
