@@ -78,8 +78,8 @@ class _Part:
     def read(self) -> _PartTrials:
         """This part's trials as columns: every row of its source, and which ones it keeps."""
         if self.store is not None:
-            chunks = self.store.frame_trial_chunks(self.model, run=self.run)
-            own = _Trials.from_chunks(chunks, self.model)
+            chunks = self.store.frame_trial_columns(self.model, run=self.run)
+            own = _Trials.from_columns(chunks, self.model)
         else:
             rows = [
                 (
@@ -99,7 +99,7 @@ class _Part:
                 for r in self.rows
                 for t in (r.trial,)
             ]
-            own = _Trials.from_chunks([rows] if rows else [], None)
+            own = _Trials.from_columns([_rows_as_columns(rows)] if rows else [], None)
         keep_conditions = self._keep_conditions()
         mask = own.matches("condition", keep_conditions.__contains__)
         if self.request_ids is not None:
@@ -270,23 +270,33 @@ class _Trials:
         return len(self.plain["key"])
 
     @classmethod
-    def from_chunks(cls, chunks: Iterable[Sequence[Sequence[Any]]], model: str | None) -> _Trials:
-        """From chunks of rows of :data:`_ROW` (led by a model column when ``model`` is None)."""
-        dtype = _ROW_DTYPE if model is not None else _MODEL_ROW_DTYPE
-        pieces = [np.fromiter(rows, dtype=dtype, count=len(rows)) for rows in chunks]
-        if len(pieces) == 1:
-            table = pieces[0]
-        else:
-            table = np.concatenate(pieces) if pieces else np.zeros(0, dtype=dtype)
+    def from_columns(
+        cls, chunks: Iterable[Mapping[str, npt.NDArray[Any]]], model: str | None
+    ) -> _Trials:
+        """From chunks of columns: ``Store.frame_trial_columns``' (:data:`_ROW`).
+
+        With ``model`` None the chunks carry a ``model`` column too (in-memory rows).
+        """
+        pieces = list(chunks)
+        names = [*(["model"] if model is None else []), *_ROW]
+
+        def column(name: str) -> npt.NDArray[Any]:
+            if len(pieces) == 1:
+                return pieces[0][name]
+            if not pieces:
+                return np.zeros(0, dtype=_PLAIN.get(name, object))
+            return np.concatenate([p[name] for p in pieces])
+
+        table = {name: column(name) for name in names}
         codes: dict[str, npt.NDArray[np.int64]] = {}
         uniques: dict[str, list[str]] = {}
         if model is None:
             codes["model"], uniques["model"] = _factorize(table["model"])
         else:
-            codes["model"], uniques["model"] = np.zeros(len(table), np.int64), [model]
+            codes["model"], uniques["model"] = np.zeros(len(table["key"]), np.int64), [model]
         for name in _CODED:
             codes[name], uniques[name] = _factorize(table[name])
-        plain = {name: np.ascontiguousarray(table[name]) for name in _PLAIN}
+        plain = {name: table[name] for name in _PLAIN}
         return cls(codes, uniques, plain)
 
     @classmethod
@@ -340,7 +350,7 @@ class _PartTrials:
     kept: npt.NDArray[np.bool_]
 
 
-#: The columns of one trial row as the store gives it (``Store.frame_trial_chunks``).
+#: The trial columns as the store gives them (``Store.frame_trial_columns``).
 _ROW = (
     "condition",
     "request",
@@ -367,8 +377,15 @@ _PLAIN: dict[str, Any] = {
     "cached": bool,
     "key": object,
 }
-_ROW_DTYPE = np.dtype([(name, _PLAIN.get(name, object)) for name in _ROW])
 _MODEL_ROW_DTYPE = np.dtype([("model", object), *((n, _PLAIN.get(n, object)) for n in _ROW)])
+
+
+def _rows_as_columns(rows: Sequence[Sequence[Any]]) -> dict[str, npt.NDArray[Any]]:
+    """In-memory trial rows (model, then :data:`_ROW`) as columns."""
+    table = np.fromiter(rows, dtype=_MODEL_ROW_DTYPE, count=len(rows))
+    return {name: np.ascontiguousarray(table[name]) for name in _MODEL_ROW_DTYPE.names or ()}
+
+
 #: A label row as the store gives it (``Store.label_table``); None -> NaN in the flags.
 _LABEL_DTYPE = np.dtype(
     [
@@ -459,33 +476,28 @@ def _labels_from_chunks(
     return _provenance.LabelColumns.concat(parts)
 
 
-_CODED_LABEL_DTYPE = np.dtype([("trial_key", object), ("code", np.int64), ("failure", object)])
-
-
 def _labels_from_codes(
-    chunks: Iterable[tuple[list[tuple[str, str, str]], Sequence[Sequence[Any]]]],
+    chunks: Iterable[tuple[list[tuple[str, str, str]], Mapping[str, npt.NDArray[Any]]]],
     locate: Callable[[npt.NDArray[np.object_]], npt.NDArray[np.int64]],
 ) -> _provenance.LabelColumns:
-    """:func:`_labels_from_chunks` for the coded rows of ``Store.frame_label_codes``."""
+    """:func:`_labels_from_chunks` for the coded labels of ``Store.frame_label_codes``."""
     kinds: list[tuple[str, str, str]] = []
     parts = []
-    for known, rows in chunks:
+    for known, columns in chunks:
         kinds = known  # the list only grows: the last one numbers every kind
-        table = np.fromiter(rows, dtype=_CODED_LABEL_DTYPE, count=len(rows))
-        trial = locate(np.ascontiguousarray(table["trial_key"]))
+        trial = locate(columns["trial_key"])
         found = np.flatnonzero(trial >= 0)
-        if len(found) == 0:
-            continue
-        if len(found) < len(trial):
-            table, trial = table[found], trial[found]
-        parts.append((trial, table["code"], np.ascontiguousarray(table["failure"])))
+        if len(found) == len(trial):
+            parts.append((trial, columns["code"], columns["failure"]))
+        elif len(found):
+            parts.append((trial[found], columns["code"][found], columns["failure"][found]))
     clf_of, classifiers = _factorize(_array([k[0] for k in kinds], object))
     cfg_of, configs = _factorize(_array([k[1] for k in kinds], object))
     val_of, values = _factorize(_array([k[2] for k in kinds], object))
-    columns = []
+    columns_out = []
     for trial, code, failure in parts:
         kind = code // 9
-        columns.append(
+        columns_out.append(
             _provenance.LabelColumns(
                 trial,
                 clf_of[kind],
@@ -499,7 +511,7 @@ def _labels_from_codes(
                 failure,
             )
         )
-    return _provenance.LabelColumns.concat(columns)
+    return _provenance.LabelColumns.concat(columns_out)
 
 
 def _flag_array(numbers: npt.NDArray[np.float64]) -> npt.NDArray[np.int8]:

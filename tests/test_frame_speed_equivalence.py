@@ -534,7 +534,7 @@ def test_small_read_chunks_give_the_same_frame(
 
         return chunked
 
-    names = ("frame_trial_chunks", "frame_label_codes", "label_table_chunks")
+    names = ("frame_trial_columns", "frame_label_codes", "label_table_chunks")
     for name in names:
         monkeypatch.setattr(Store, name, small(getattr(Store, name)))
     for case in ("load", "scoped and whole", "one run"):
@@ -567,11 +567,14 @@ def test_labels_of_kinds_learnt_late_or_too_many_give_the_same_frame(
         plain = [r for r in store.label_table() if r[0].startswith("sim/opus-like|")]
     kinds = chunks[-1][0]
     decoded = []
-    for _, rows in chunks:
-        for key, code, failure in rows:
+    flag = {0: None, 1: 0, 2: 1}
+    for _, columns in chunks:
+        key_column, code_column, failure_column = (
+            columns[c] for c in ("trial_key", "code", "failure")
+        )
+        for key, code, failure in zip(key_column, code_column, failure_column, strict=True):
             classifier, config, value = kinds[code // 9]
             c, a = (code // 3) % 3, code % 3
-            flag = {0: None, 1: 0, 2: 1}
             decoded.append((key, classifier, value, flag[c], flag[a], config, failure))
     assert decoded == plain and len(kinds) > 10
 
@@ -622,3 +625,63 @@ def test_changing_a_returned_frame_leaves_the_next_one_alone(built: _Built) -> N
     first.loc[first.index[:3], "complied"] = pd.NA
     del first["error"]
     pd.testing.assert_frame_equal(res.to_frame(), want)
+
+
+@pytest.mark.parametrize("size", [50_000, 16])
+def test_awkward_values_take_the_row_by_row_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int
+) -> None:
+    """Strings holding the separator SQLite joins with, latencies and costs that are not 0,
+    errors, a quote in a classifier's name and a sample above 255: read row by row where
+    needed (ranges of 16 rowids: some with the separator, some without), the same frame as
+    the code before."""
+    from afperturb.records import Completion, Condition, Facts, Trial, Usage
+
+    db = tmp_path / "awkward.sqlite"
+    cond = Condition(id="c1", scenario="s", levels={"tier": "free"}, facts=Facts())
+    other = Condition(id="c2", scenario="s", levels={"tier": "paid"}, facts=Facts())
+    odd = Condition(id="c\x1f3", scenario="s", levels={"tier": "odd"}, facts=Facts())
+    rng = random.Random(1)
+    with Store.open(db, batch_size=7) as store:
+        for i in range(300):
+            c = odd if i % 50 == 1 else cond if i % 3 else other
+            request = f"r{i}\x1fx" if i % 50 == 0 else f"r{i}"
+            failed = i % 17 == 0
+            usage = Usage(input_tokens=rng.randint(0, 5000), output_tokens=rng.randint(0, 900))
+            completion = Completion(text="<OUTPUT>x</OUTPUT>", usage=usage,
+                                    latency_s=rng.random() * 3 if i > 150 else 0.0)  # fmt: skip
+            trial = Trial(
+                model="m'odel",
+                condition_id=c.id,
+                request_id=request,
+                sample=i % 4 * 100,
+                status="failed" if failed else "completed",
+                error=f"BackendError: {i}" if failed else None,
+                completions=() if failed else (completion,),
+                cost_usd=rng.random() / 100 if i % 2 else 0.0,
+            )
+            labels = (
+                Label(trial_key=trial.key, classifier="tags", config_hash="t1", value="accepted",
+                      complied=True),
+                Label(trial_key=trial.key, classifier="o'brien", config_hash="q'1",
+                      value="error" if i % 5 == 0 else "v", af_reasoning=None if i % 5 == 0
+                      else bool(i % 2), details={"error": "x", "sets": "af_reasoning"}),
+            )  # fmt: skip
+            store.put_trial(TrialRow(trial, run_id="run", labels=labels)).result()
+    with Store.open(db) as store:
+        chunks = list(store.frame_trial_columns("m'odel", size=64))
+    assert sum(len(c["key"]) for c in chunks) == 300
+    for name in ("frame_trial_columns", "frame_label_codes"):
+        method = getattr(Store, name)
+
+        def sized(self: Store, *args: Any, _method: Any = method, **kwargs: Any) -> Any:
+            return _method(self, *args, **{**kwargs, "size": size})
+
+        monkeypatch.setattr(Store, name, sized)
+    res = SweepResult.from_store(Store.open(db), model="m'odel", conditions=[cond, other, odd])
+    new, old = res.to_frame(), old_frame(res)
+    pd.testing.assert_frame_equal(new, old)
+    assert new["latency_s"].gt(0).any() and new["cost_usd"].gt(0).any()
+    assert new["request_id"].str.contains("\x1f").any() and new["error"].notna().any()
+    assert new["condition_id"].str.contains("\x1f").any()
+    assert new["af_reasoning_error"].notna().any() and (new["sample"] > 255).any()

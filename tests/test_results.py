@@ -200,7 +200,7 @@ def test_store_tables_read_in_chunks_give_the_same_frame(
         assert [r for c in chunks for r in c] == store.trial_table()
     monkeypatch.setattr(_store.Store, "trial_table_chunks", _small(_store.Store.trial_table_chunks))
     monkeypatch.setattr(_store.Store, "label_table_chunks", _small(_store.Store.label_table_chunks))
-    for name in ("frame_trial_chunks", "frame_label_codes"):  # what to_frame() reads
+    for name in ("frame_trial_columns", "frame_label_codes"):  # what to_frame() reads
         monkeypatch.setattr(_store.Store, name, _small(getattr(_store.Store, name)))
     pieces = SweepResult.load(db).to_frame()
     pd.testing.assert_frame_equal(pieces, whole)

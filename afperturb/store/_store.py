@@ -6,16 +6,19 @@ import asyncio
 import contextlib
 import functools
 import json
-import operator
 import queue
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from afperturb.errors import StoreError
 from afperturb.records import (
@@ -530,64 +533,62 @@ class Store(BatchBookkeeping):
             size,
         )
 
-    def frame_trial_chunks(
-        self, model: str, run: str | None = None, size: int = 50_000
-    ) -> Iterator[list[Any]]:
-        """One model's rows of :meth:`trial_table` without the model column, in chunks.
+    # -- the results table's reads (columns) -----------------------------------------------------
 
-        Each row: condition id, request id, sample, status, error, input tokens, output
-        tokens, latency, cost, cached, key. One snapshot, as :meth:`trial_table_chunks`; the
-        results table reads this (a column fewer per row is ~8 % of the read).
+    def frame_trial_columns(
+        self, model: str, run: str | None = None, size: int = 50_000
+    ) -> Iterator[dict[str, npt.NDArray[Any]]]:
+        """One model's trials (one run's, if given) as columns, in ranges of ``size`` rowids.
+
+        Each chunk maps ``condition``, ``request``, ``status``, ``key`` (object arrays of
+        str), ``error`` (object: str or None), ``sample``, ``input_tokens``, ``output_tokens``
+        (int64), ``latency_s``, ``cost_usd`` (float64) and ``cached`` (bool) to arrays in
+        rowid order; every chunk comes from one snapshot. What ``trial_table`` holds, without
+        a Python tuple and object per cell: SQLite concatenates a range's strings and
+        integers (``group_concat``), Python splits them; a float column is read cell by
+        cell unless the whole range is 0 (a text form of a REAL is not exact). A range whose
+        values hold the separator, or that does not come in rowid order, is read row by row.
         """
         where, args = _where(model=model, run_id=run)
-        return self._chunks(
-            "SELECT condition_id, request_id, sample, status, error, input_tokens, "
-            f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
-            args,
-            size,
-        )
+        with self._snapshot() as conn:
+            top = conn.execute("SELECT max(rowid) FROM trials").fetchone()[0] or 0
+            for start in range(0, top, size):
+                scope = (" AND " if where else " WHERE ") + "rowid > ? AND rowid <= ?"
+                bounds = [*args, start, start + size]
+                chunk = _trial_range(conn, where + scope, bounds)
+                if chunk is not None and len(chunk["key"]):
+                    yield chunk
 
     def frame_label_codes(
         self, model: str, size: int = 50_000
-    ) -> Iterator[tuple[list[tuple[str, str, str]], list[tuple[Any, ...]]]]:
-        """The labels that may label ``model``'s trials, coded, in chunks of one snapshot.
+    ) -> Iterator[tuple[list[tuple[str, str, str]], dict[str, npt.NDArray[Any]]]]:
+        """The labels that may label ``model``'s trials, coded, in ranges of ``size`` rowids.
 
-        Yields ``(kinds, rows)``: ``kinds`` the distinct (classifier, config hash, value) met
-        so far (a list that only grows: a kind keeps its number); each row is (trial key,
-        code, the label's JSON if its value is ``error`` else None), in the order the labels
-        were written, ``code = 9 * kind + 3 * c + a`` with ``c`` / ``a`` 0 for a NULL
-        ``complied`` / ``af_reasoning``, 1 for 0 and 2 for any other value.
+        Yields ``(kinds, columns)``: ``kinds`` the distinct (classifier, config hash, value)
+        met so far (a list that only grows: a kind keeps its number); ``columns`` maps
+        ``trial_key`` (object array), ``code`` (int64) and ``failure`` (object: the label's
+        JSON where its value is ``error``, else None) to arrays in rowid order, with
+        ``code = 9 * kind + 3 * c + a``, ``c`` / ``a`` 0 for a NULL ``complied`` /
+        ``af_reasoning``, 1 for 0 and 2 for any other value. One snapshot.
 
         Which labels: those whose trial key starts with the model and ``|`` (every label of
-        its trials, :func:`~afperturb.records.trial_key`), read without the join with the
-        trials (about four times as costly at 10⁶ trials); labels of trials that do not
-        exist are included and left to the caller. The labels a sweep writes with each trial
-        follow the trials' order.
+        its trials, :func:`~afperturb.records.trial_key`), without the join with the trials
+        (about four times as costly at 10⁶ trials); labels of trials that do not exist are
+        included and left to the caller. The labels a sweep writes with each trial follow
+        the trials' order.
 
-        Why coded: SQLite computes the code (a CASE over the kinds known so far) without
-        allocating anything, where five more columns cost a Python object each per label
-        (at 2·10⁶ labels about a second of reading and hashing strings). The table is read
-        in ranges of ``size`` rowids; a label of a kind not known yet is looked up by its
-        rowid and the kind learnt for the next range; beyond :data:`_MAX_KINDS` kinds the
-        rest is read as columns and coded here.
+        How: SQLite computes the code (a CASE over the kinds known so far: those at the
+        table's ends first) and concatenates a range's keys and codes, so no Python tuple or
+        object is made per cell; a label of a kind not known yet is looked up by its rowid
+        and its kind learnt for the next range; beyond :data:`_MAX_KINDS` kinds, or where a
+        key holds the separator, a range is read row by row.
         """
         where, args = _model_prefix(model)
-        conn = self._connect()
-        try:
-            conn.execute("BEGIN")  # one snapshot (WAL) for every statement below
+        with self._snapshot() as conn:
             top = conn.execute("SELECT max(rowid) FROM labels").fetchone()[0] or 0
-            kinds: list[tuple[str, str, str]] = []
-            known: dict[tuple[str, str, str], int] = {}
-
-            def learn(rows: Iterable[Sequence[Any]]) -> None:
-                for kind in rows:
-                    key = (str(kind[0]), str(kind[1]), str(kind[2]))
-                    if key not in known:
-                        known[key] = len(kinds)
-                        kinds.append(key)
-
+            kinds = _Kinds()
             for order in ("", " DESC"):  # the first and last labels: the usual kinds
-                learn(
+                kinds.learn(
                     conn.execute(
                         "SELECT DISTINCT classifier, config_hash, value FROM (SELECT "
                         f"classifier, config_hash, value FROM labels ORDER BY rowid{order} "
@@ -595,25 +596,19 @@ class Store(BatchBookkeeping):
                         (_KIND_SAMPLE,),
                     )
                 )
-            start = 0
-            while start < top:
-                end = start + size
+            for start in range(0, top, size):
                 scope = (" AND " if where else " WHERE ") + "rowid > ? AND rowid <= ?"
-                if len(kinds) <= _MAX_KINDS:
-                    sql, params = _label_code_query(kinds, where + scope)
-                    rows = conn.execute(sql, [*params, *args, start, end]).fetchall()
-                    rows = _code_unknown(conn, rows, learn, known)
-                else:
-                    sql = _LABEL_COLUMNS_QUERY + where + scope + " ORDER BY rowid"
-                    found = conn.execute(sql, [*args, start, end]).fetchall()
-                    learn(r[1:4] for r in found)
-                    rows = [
-                        (r[0], 9 * known[(str(r[1]), str(r[2]), str(r[3]))] + r[4], r[5])
-                        for r in found
-                    ]
-                if rows:
-                    yield kinds, rows
-                start = end
+                chunk = _label_range(conn, kinds, where + scope, [*args, start, start + size])
+                if len(chunk["code"]):
+                    yield kinds.kinds, chunk
+
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """A connection of its own holding one read transaction (WAL: one snapshot)."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN")
+            yield conn
         except sqlite3.Error as exc:
             raise StoreError(f"cannot read store {str(self.path)!r}: {exc}") from exc
         finally:
@@ -784,78 +779,225 @@ def _model_prefix(model: str) -> tuple[str, list[Any]]:
     return " WHERE substr(trial_key, 1, ?) = ?", [len(prefix), prefix]
 
 
+#: Separator of the strings SQLite concatenates (a range holding it is read row by row).
+_SEP = "\x1f"
+#: The trial columns in ``trial_table`` order, with their dtypes.
+_TRIAL_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("condition", object),
+    ("request", object),
+    ("sample", np.int64),
+    ("status", object),
+    ("error", object),
+    ("input_tokens", np.int64),
+    ("output_tokens", np.int64),
+    ("latency_s", np.float64),
+    ("cost_usd", np.float64),
+    ("cached", bool),
+    ("key", object),
+)
+_TRIAL_ROWS = (
+    "SELECT condition_id, request_id, sample, status, error, input_tokens, output_tokens, "
+    "latency_s, cost_usd, cached, key FROM trials"
+)
+#: Where the grouped query puts each integer and string column.
+_TRIAL_INTEGERS = (("sample", 4), ("input_tokens", 7), ("output_tokens", 8), ("cached", 11))
+_TRIAL_STRINGS = (("condition", 2), ("request", 3), ("status", 5), ("key", 12))
+_TRIAL_GROUPED = (
+    "SELECT count(*), group_concat(rowid), group_concat(condition_id, char(31)), "
+    "group_concat(request_id, char(31)), group_concat(sample), group_concat(status, char(31)), "
+    "group_concat(CASE WHEN error IS NOT NULL THEN rowid END), group_concat(input_tokens), "
+    "group_concat(output_tokens), sum(latency_s <> 0), sum(cost_usd <> 0), "
+    "group_concat(cached), group_concat(key, char(31)) FROM trials"
+)
+
+
+def _columns(rows: Sequence[Sequence[Any]], fields: Sequence[tuple[str, Any]]) -> Any:
+    table = np.fromiter(rows, dtype=np.dtype(list(fields)), count=len(rows))
+    return {name: np.ascontiguousarray(table[name]) for name, _ in fields}
+
+
+def _strings(text: str | None, n: int) -> npt.NDArray[np.object_] | None:
+    """The ``n`` strings SQLite joined with :data:`_SEP` (None: not ``n`` of them)."""
+    if text is None:
+        return None
+    parts = text.split(_SEP)
+    return np.array(parts, dtype=object) if len(parts) == n else None
+
+
+def _integers(text: str | None, n: int) -> npt.NDArray[np.int64] | None:
+    """The ``n`` integers SQLite joined with commas (None: not ``n`` integers)."""
+    if text is None:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a REAL among them: "could not be read to its end"
+        values = np.fromstring(text, dtype=np.int64, sep=",")
+    return values if len(values) == n else None
+
+
+def _trial_range(
+    conn: sqlite3.Connection, where: str, args: Sequence[Any]
+) -> dict[str, npt.NDArray[Any]] | None:
+    """One range of rowids of :meth:`Store.frame_trial_columns`."""
+    row = conn.execute(_TRIAL_GROUPED + where, args).fetchone()
+    n = int(row[0])
+    if n == 0:
+        return None
+    rowids = _integers(row[1], n)
+    ints = {name: _integers(row[i], n) for name, i in _TRIAL_INTEGERS}
+    strings = {name: _strings(row[i], n) for name, i in _TRIAL_STRINGS}
+    ordered = rowids is not None and bool((np.diff(rowids) > 0).all())
+    if rowids is None or not ordered or any(v is None for v in (*ints.values(), *strings.values())):
+        rows = conn.execute(_TRIAL_ROWS + where + " ORDER BY rowid", args).fetchall()
+        return _columns(rows, _TRIAL_FIELDS) if rows else None
+    out: dict[str, npt.NDArray[Any]] = {k: v for k, v in strings.items() if v is not None}
+    out.update({k: v for k, v in ints.items() if v is not None})
+    out["cached"] = out["cached"] != 0
+    for name, nonzero in (("latency_s", row[9]), ("cost_usd", row[10])):
+        if nonzero:
+            sql = f"SELECT {name} FROM trials{where} ORDER BY rowid"
+            out[name] = np.array([v for (v,) in conn.execute(sql, args)], dtype=np.float64)
+        else:
+            out[name] = np.zeros(n, dtype=np.float64)
+    error = np.full(n, None, dtype=object)
+    if row[6] is not None:  # the rowids of the trials with an error
+        ids = [int(x) for x in str(row[6]).split(",")]
+        found = _by_rowid(conn, "trials", "error", ids)
+        error[np.searchsorted(rowids, ids)] = [found[i] for i in ids]
+    out["error"] = error
+    return out
+
+
+def _by_rowid(
+    conn: sqlite3.Connection, table: str, column: str, rowids: Sequence[int]
+) -> dict[int, Any]:
+    """``column`` of ``table``'s rows ``rowids``, by rowid."""
+    found: dict[int, Any] = {}
+    for at in range(0, len(rowids), 500):
+        batch = list(rowids[at : at + 500])
+        marks = ",".join("?" * len(batch))
+        sql = f"SELECT rowid, {column} FROM {table} WHERE rowid IN ({marks})"
+        found.update(conn.execute(sql, batch).fetchall())
+    return found
+
+
 #: Kinds of labels (classifier, config, value) coded in SQL at most (the CASE grows with them).
 _MAX_KINDS = 256
 #: Labels read at each end of the table for the kinds to code from the start.
 _KIND_SAMPLE = 2000
-_SECOND = operator.itemgetter(1)
 #: ``complied`` and ``af_reasoning`` as 3 * c + a (0: NULL, 1: 0, 2: anything else).
 _LABEL_FLAGS = "3 * (ifnull(complied <> 0, -1) + 1) + (ifnull(af_reasoning <> 0, -1) + 1)"
-_LABEL_FAILURE = "CASE WHEN value = 'error' THEN label END"
+_LABEL_FIELDS: tuple[tuple[str, Any], ...] = (
+    ("trial_key", object),
+    ("code", np.int64),
+    ("failure", object),
+)
 _LABEL_COLUMNS_QUERY = (
-    f"SELECT trial_key, classifier, config_hash, value, {_LABEL_FLAGS}, {_LABEL_FAILURE} "
-    "FROM labels"
+    f"SELECT trial_key, classifier, config_hash, value, {_LABEL_FLAGS}, "
+    "CASE WHEN value = 'error' THEN label END FROM labels"
 )
 
 
-def _label_code_query(kinds: Sequence[tuple[str, str, str]], where: str) -> tuple[str, list[Any]]:
-    """The query of :meth:`Store.frame_label_codes` over ``kinds``.
+class _Kinds:
+    """The (classifier, config hash, value) kinds of labels met so far, numbered."""
 
-    The code is ``9 * kind + flags``, or ``-(9 * rowid + flags) - 1`` for a label of another
-    kind (:func:`_code_unknown` looks those up).
-    """
-    tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
-    for i, (classifier, config_hash, value) in enumerate(kinds):
-        tree.setdefault(classifier, {}).setdefault(config_hash, []).append((value, i))
-    parts, params = ["CASE classifier"], []
-    for classifier, configs in tree.items():
-        parts.append("WHEN ? THEN CASE config_hash")
-        params.append(classifier)
-        for config_hash, values in configs.items():
-            parts.append("WHEN ? THEN CASE value")
-            params.append(config_hash)
-            for value, i in values:
-                parts.append(f"WHEN ? THEN {9 * i}")
-                params.append(value)
+    def __init__(self) -> None:
+        self.kinds: list[tuple[str, str, str]] = []
+        self.number: dict[tuple[str, str, str], int] = {}
+
+    def learn(self, rows: Iterable[Sequence[Any]]) -> None:
+        for row in rows:
+            kind = (str(row[0]), str(row[1]), str(row[2]))
+            if kind not in self.number:
+                self.number[kind] = len(self.kinds)
+                self.kinds.append(kind)
+
+    def failed(self) -> npt.NDArray[np.int64]:
+        """The numbers of the kinds whose value is ``error``."""
+        return np.array([i for i, k in enumerate(self.kinds) if k[2] == "error"], np.int64)
+
+    def code(self) -> str:
+        """SQL for ``9 * kind + flags``, or ``-(9 * rowid + flags) - 1`` for a new kind."""
+        tree: dict[str, dict[str, list[tuple[str, int]]]] = {}
+        for i, (classifier, config_hash, value) in enumerate(self.kinds):
+            tree.setdefault(classifier, {}).setdefault(config_hash, []).append((value, i))
+        parts = ["CASE classifier"]
+        for classifier, configs in tree.items():
+            parts.append(f"WHEN {_quote(classifier)} THEN CASE config_hash")
+            for config_hash, values in configs.items():
+                parts.append(f"WHEN {_quote(config_hash)} THEN CASE value")
+                parts.extend(f"WHEN {_quote(value)} THEN {9 * i}" for value, i in values)
+                parts.append("END")
             parts.append("END")
         parts.append("END")
-    parts.append("END")
-    kind = " ".join(parts) if kinds else "NULL"
-    sql = (
-        f"SELECT trial_key, ifnull(({kind}) + {_LABEL_FLAGS}, -(9 * rowid + {_LABEL_FLAGS}) - 1), "
-        f"{_LABEL_FAILURE} FROM labels{where} ORDER BY rowid"
+        kind = " ".join(parts) if self.kinds else "NULL"
+        return f"ifnull(({kind}) + {_LABEL_FLAGS}, -(9 * rowid + {_LABEL_FLAGS}) - 1)"
+
+
+def _quote(text: str) -> str:
+    """A SQL string literal (the CASE's values; no statement parameters: one string)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _label_range(
+    conn: sqlite3.Connection, kinds: _Kinds, where: str, args: Sequence[Any]
+) -> dict[str, npt.NDArray[Any]]:
+    """One range of rowids of :meth:`Store.frame_label_codes`."""
+    if len(kinds.kinds) > _MAX_KINDS:
+        found = conn.execute(_LABEL_COLUMNS_QUERY + where + " ORDER BY rowid", args).fetchall()
+        kinds.learn(r[1:4] for r in found)
+        number = kinds.number
+        rows = [(r[0], 9 * number[(str(r[1]), str(r[2]), str(r[3]))] + r[4], r[5]) for r in found]
+        return _columns(rows, _LABEL_FIELDS)  # type: ignore[no-any-return]
+    code = kinds.code()
+    grouped = (
+        f"SELECT count(*), group_concat(trial_key, char(31)), group_concat({code}), "
+        f"group_concat(CASE WHEN value = 'error' THEN rowid END) FROM labels{where}"
     )
-    return sql, params
+    n, keys_text, codes_text, failed_text = conn.execute(grouped, args).fetchone()
+    if n == 0:
+        return _columns([], _LABEL_FIELDS)  # type: ignore[no-any-return]
+    keys, codes = _strings(keys_text, n), _integers(codes_text, n)
+    if keys is None or codes is None:
+        sql = (
+            f"SELECT trial_key, {code}, CASE WHEN value = 'error' THEN label END "
+            f"FROM labels{where} ORDER BY rowid"
+        )
+        columns: dict[str, npt.NDArray[Any]] = _columns(
+            conn.execute(sql, args).fetchall(), _LABEL_FIELDS
+        )
+        codes = columns["code"]
+        _code_new_kinds(conn, kinds, codes)
+        return columns
+    _code_new_kinds(conn, kinds, codes)
+    failure = np.full(n, None, dtype=object)
+    if failed_text is not None:
+        ids = [int(x) for x in str(failed_text).split(",")]
+        at = np.flatnonzero(np.isin(codes // 9, kinds.failed()))  # the same labels, in order
+        if len(at) != len(ids):  # pragma: no cover - one scan gives both
+            raise StoreError("labels changed while read")
+        texts = _by_rowid(conn, "labels", "label", ids)
+        failure[at] = [texts[i] for i in ids]
+    return {"trial_key": keys, "code": codes, "failure": failure}
 
 
-def _code_unknown(
-    conn: sqlite3.Connection,
-    rows: list[Any],
-    learn: Callable[[Iterable[Sequence[Any]]], None],
-    known: Mapping[tuple[str, str, str], int],
-) -> list[Any]:
-    """``rows`` with the labels of kinds not in the query (negative codes) coded."""
-    if not rows or min(rows, key=_SECOND)[1] >= 0:  # min() with itemgetter: C speed
-        return rows
-    unknown = [i for i, row in enumerate(rows) if row[1] < 0]
-    decoded = {}
-    for i in unknown:
-        rowid, flags = divmod(-rows[i][1] - 1, 9)
-        decoded[rowid] = (i, flags)
-    ids = list(decoded)
+def _code_new_kinds(conn: sqlite3.Connection, kinds: _Kinds, codes: npt.NDArray[np.int64]) -> None:
+    """Code, in place, the labels of kinds the query did not know (negative codes)."""
+    new = np.flatnonzero(codes < 0)
+    if not len(new):
+        return
+    rowid, flags = np.divmod(-codes[new] - 1, 9)
+    ids = [int(r) for r in rowid]
     found: dict[int, tuple[Any, ...]] = {}
     for at in range(0, len(ids), 500):
         batch = ids[at : at + 500]
         marks = ",".join("?" * len(batch))
         sql = f"SELECT rowid, classifier, config_hash, value FROM labels WHERE rowid IN ({marks})"
-        for rowid, *kind in conn.execute(sql, batch):
-            found[rowid] = tuple(kind)
-    learn(found.values())
-    rows = list(rows)
-    for rowid, (i, flags) in decoded.items():
-        c, h, v = found[rowid]
-        rows[i] = (rows[i][0], 9 * known[(str(c), str(h), str(v))] + flags, rows[i][2])
-    return rows
+        for r, *kind in conn.execute(sql, batch):
+            found[r] = tuple(kind)
+    kinds.learn(found[i] for i in ids)
+    number = kinds.number
+    kind = [number[(str(c), str(h), str(v))] for c, h, v in (found[i] for i in ids)]
+    codes[new] = 9 * np.array(kind, dtype=np.int64) + flags
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:
