@@ -72,13 +72,15 @@ def test_trend_is_ols_slope_of_level_gaps_with_paired_t() -> None:
     f = st.simulate_frame("instrumental_goal_guarding", "opus-like", n_requests=300, seed=9)
     tr = st.gap_trend(f, {"trained": True}, {"trained": False}, alternative="greater")
     x = np.array(tr.levels)
-    # The preset's harms: 8 deployments at high risk, × 0.6 at low risk (some coincide).
-    assert tr.n_levels == 14 and x[0] == 0.0 and x[-1] == 1.0
+    # The preset's harms: 8 deployments at high risk, and the 3 with an adversary (amateur
+    # hackers, criminal facilitation, bioweapon attackers) also at low risk; 0.65 occurs twice
+    # (public_plausible_misuse high, amateur_hackers low), so 11 stories give 10 distinct harms.
+    assert tr.n_levels == 10 and x[0] == 0.0 and x[-1] == 1.0
     assert tr.estimate == pytest.approx(np.polyfit(x, np.array(tr.gaps), 1)[0])
     assert tr._contrasts is not None
     ref = stats.ttest_1samp(tr._contrasts, 0.0, alternative="greater")
     assert tr.pvalue == pytest.approx(ref.pvalue) and tr.pvalue < 1e-6
-    assert tr.level_table().shape == (14, 2)
+    assert tr.level_table().shape == (10, 2)
     null = st.simulate_frame("instrumental_goal_guarding", "no-gap", n_requests=300, seed=9)
     assert st.gap_trend(null, {"trained": True}, {"trained": False}).pvalue > 0.01
 

@@ -198,7 +198,7 @@ def gap_trend(
         >>> f = simulate_frame("instrumental_goal_guarding", "opus-like", n_requests=400)
         >>> t = gap_trend(f, {"trained": True}, {"trained": False}, alternative="greater")
         >>> t.pvalue < 0.001, t.n_levels
-        (True, 14)
+        (True, 10)
     """
     cells = cells_of(data)
     if by not in cells.conditions.columns:
