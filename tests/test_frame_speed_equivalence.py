@@ -685,3 +685,15 @@ def test_awkward_values_take_the_row_by_row_reads(
     assert new["request_id"].str.contains("\x1f").any() and new["error"].notna().any()
     assert new["condition_id"].str.contains("\x1f").any()
     assert new["af_reasoning_error"].notna().any() and (new["sample"] > 255).any()
+
+
+def test_sort_order_is_a_stable_lexsort() -> None:
+    from afperturb.results import _sort_order
+
+    rng = np.random.default_rng(2)
+    keys = [rng.integers(0, 3, 5000), rng.integers(0, 40, 5000), rng.integers(0, 5, 5000)]
+    want = np.lexsort(tuple(reversed(keys)))
+    np.testing.assert_array_equal(_sort_order(keys), want)
+    wide = [rng.integers(0, 2**40, 500), rng.integers(0, 2**40, 500)]  # past 2**62: lexsort
+    np.testing.assert_array_equal(_sort_order(wide), np.lexsort(tuple(reversed(wide))))
+    assert len(_sort_order([np.zeros(0, np.int64)])) == 0

@@ -800,11 +800,19 @@ _TRIAL_ROWS = (
     "latency_s, cost_usd, cached, key FROM trials"
 )
 #: Where the grouped query puts each integer and string column.
-_TRIAL_INTEGERS = (("sample", 4), ("input_tokens", 7), ("output_tokens", 8), ("cached", 11))
-_TRIAL_STRINGS = (("condition", 2), ("request", 3), ("status", 5), ("key", 12))
+_TRIAL_INTEGERS = (
+    ("sample", 4),
+    ("status", 5),  # 0 completed, 1 failed (another status: NULL, so the range goes row by row)
+    ("input_tokens", 7),
+    ("output_tokens", 8),
+    ("cached", 11),
+)
+_TRIAL_STRINGS = (("condition", 2), ("request", 3), ("key", 12))
+_STATUSES = np.array(["completed", "failed"], dtype=object)
 _TRIAL_GROUPED = (
     "SELECT count(*), group_concat(rowid), group_concat(condition_id, char(31)), "
-    "group_concat(request_id, char(31)), group_concat(sample), group_concat(status, char(31)), "
+    "group_concat(request_id, char(31)), group_concat(sample), "
+    "group_concat(CASE status WHEN 'completed' THEN 0 WHEN 'failed' THEN 1 END), "
     "group_concat(CASE WHEN error IS NOT NULL THEN rowid END), group_concat(input_tokens), "
     "group_concat(output_tokens), sum(latency_s <> 0), sum(cost_usd <> 0), "
     "group_concat(cached), group_concat(key, char(31)) FROM trials"
@@ -821,7 +829,7 @@ def _strings(text: str | None, n: int) -> npt.NDArray[np.object_] | None:
     if text is None:
         return None
     parts = text.split(_SEP)
-    return np.array(parts, dtype=object) if len(parts) == n else None
+    return np.fromiter(parts, dtype=object, count=n) if len(parts) == n else None
 
 
 def _integers(text: str | None, n: int) -> npt.NDArray[np.int64] | None:
@@ -852,6 +860,7 @@ def _trial_range(
     out: dict[str, npt.NDArray[Any]] = {k: v for k, v in strings.items() if v is not None}
     out.update({k: v for k, v in ints.items() if v is not None})
     out["cached"] = out["cached"] != 0
+    out["status"] = _STATUSES[out["status"]]  # two shared string objects
     for name, nonzero in (("latency_s", row[9]), ("cost_usd", row[10])):
         if nonzero:
             sql = f"SELECT {name} FROM trials{where} ORDER BY rowid"
