@@ -8,8 +8,14 @@ left 60 trials of 120 and ``load(run=<seed 0>)`` returned nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -20,7 +26,8 @@ import afperturb as af
 from afperturb.cli._analyse import prune_cache
 from afperturb.datasets import synthetic
 from afperturb.design import Perturbation
-from afperturb.errors import AfperturbWarning
+from afperturb.errors import AfperturbWarning, StoreError
+from afperturb.models.simulated import Simulated
 from afperturb.records import Completion, Label, SamplingParams
 from afperturb.results import SweepResult
 from afperturb.store import Store, TrialRow, manifest_variant, run_variant
@@ -189,3 +196,78 @@ def test_a_schema_1_store_is_migrated_without_loss(tmp_path: Path) -> None:
     assert again.run_info["sent"] == 0
     with Store.open(store) as db:
         assert db.count("trials") == 60
+
+
+# --- two sweeps of one configuration into one store at once ----------------------------------
+
+
+class _Slow(Simulated):
+    """A simulated model that takes a while per reply, as a real API does."""
+
+    async def generate(self, messages, params, context=None):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(0.05)
+        return await super().generate(messages, params, context)
+
+
+def test_a_second_sweep_of_the_same_configuration_is_refused_while_the_first_runs(
+    tmp_path: Path,
+) -> None:
+    store = tmp_path / "runs.sqlite"
+    design = Perturbation.preset("rater_sycophancy")
+    slow = _Slow(name="sim/slow")
+    first = threading.Thread(
+        target=sweep,
+        args=(design, slow, synthetic(40, seed=0)),
+        kwargs={"store": store, "concurrency": 2, "progress": False},
+    )
+    first.start()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # until the first sweep holds its lease
+        if store.exists() and _leases(store):
+            break
+        time.sleep(0.02)
+    with pytest.raises(StoreError, match=r"another sweep is writing 'sim/slow'.*pay for"):
+        sweep(design, _Slow(name="sim/slow"), synthetic(40, seed=0), store=store, progress=False)
+    other_seed = sweep(design, _Slow(name="sim/slow"), synthetic(4, seed=0), store=store, seed=9)
+    assert len(other_seed) == 12  # another configuration: different trials, allowed
+    first.join(60)
+    assert not first.is_alive() and _leases(store) == []  # released at the end
+    again = sweep(design, slow, synthetic(40, seed=0), store=store, progress=False)
+    assert again.run_info["sent"] == 0  # now it may run: everything is stored
+
+
+def test_a_lease_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    store = tmp_path / "runs.sqlite"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    with Store.open(store) as db:
+        variant = _sweep(tmp_path / "probe.sqlite").manifest["variant"]
+        db._read.execute(
+            "INSERT INTO leases VALUES ('sim/opus-like', ?, '', 'r-killed', ?, ?, ?)",
+            (variant, int(dead.stdout), socket.gethostname(), time.time() + 3600),
+        )
+        db._read.commit()
+    assert len(_sweep(store)) == 60  # a sweep killed with -9 leaves its lease behind
+
+
+def test_disjoint_shards_of_one_split_may_run_together(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "s.sqlite") as db:
+        db.acquire_lease("m", "v1", "run-a", (0, 2))
+        db.acquire_lease("m", "v1", "run-b", (1, 2))  # the other half: allowed
+        for shard in ((0, 2), None, (0, 3)):
+            with pytest.raises(StoreError, match="another sweep"):
+                db.acquire_lease("m", "v1", "run-c", shard)
+        db.release_lease("run-a")
+        db.acquire_lease("m", "v1", "run-c", (0, 2))
+
+
+def _leases(store: Path) -> list[tuple[str, ...]]:
+    with sqlite3.connect(store) as conn:
+        try:
+            return conn.execute("SELECT model, run_id FROM leases").fetchall()
+        except sqlite3.OperationalError:
+            return []

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
@@ -44,6 +46,8 @@ from afperturb.store._rows import (
 )
 
 SCHEMA_VERSION = 2
+#: Seconds a sweep's lease lasts without renewal (the engine renews every third of it).
+LEASE_TTL_S = 60.0
 #: ``meta`` key prefix of each classifier's latest labelling run (no schema change: old stores
 #: simply have none, and an older afperturb ignores the rows).
 _LABEL_RUN = "label_run:"
@@ -72,6 +76,10 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, model TEXT NOT NULL, created TEXT NOT NULL, manifest TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS run_requests (
     run_id TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (run_id, request_id));
+CREATE TABLE IF NOT EXISTS leases (
+    model TEXT NOT NULL, variant TEXT NOT NULL, shard TEXT NOT NULL, run_id TEXT NOT NULL,
+    pid INTEGER NOT NULL, host TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (model, variant, shard));
 CREATE TABLE IF NOT EXISTS conditions (id TEXT PRIMARY KEY, condition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, request TEXT NOT NULL);
 """
@@ -547,6 +555,79 @@ class Store(BatchBookkeeping):
         rows = self._query(f"SELECT run_id, manifest FROM runs{where} ORDER BY created", args)
         return [{"run_id": run_id, **json.loads(m)} for run_id, m in rows]
 
+    # -- leases: one writer per (model, configuration, shard) at a time ------------------------
+
+    def acquire_lease(
+        self,
+        model: str,
+        variant: str,
+        run_id: str,
+        shard: tuple[int, int] | None = None,
+        ttl_s: float = LEASE_TTL_S,
+    ) -> None:
+        """Claim the right to generate ``model``'s trials of ``variant`` in this store.
+
+        Two sweeps of one configuration into one store would both generate (and pay for)
+        every trial neither has stored yet. The second is refused with a :class:`StoreError`
+        naming the first, unless the two run disjoint shards of one split (``shard=(i, k)``
+        with the same ``k``, as ``processes=N`` workers do). A lease lasts ``ttl_s`` unless
+        renewed (:meth:`renew_lease`); one held by a process of this host that no longer
+        exists is taken over at once, so a sweep resumed after ``kill -9`` is not refused.
+        """
+        mine = "" if shard is None else f"{shard[0]}/{shard[1]}"
+        now = time.time()
+        conn = self._read
+
+        def claim() -> None:
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for other, holder, pid, host, expires in conn.execute(
+                        "SELECT shard, run_id, pid, host, expires FROM leases "
+                        "WHERE model = ? AND variant = ?",
+                        (model, variant),
+                    ).fetchall():
+                        if holder == run_id or expires < now or not _alive(pid, host):
+                            continue
+                        if _overlap(mine, other):
+                            raise StoreError(
+                                f"another sweep is writing {model!r} (configuration {variant}) "
+                                f"into {str(self.path)!r}: run {holder}, pid {pid} on {host}"
+                                f"{f', shard {other}' if other else ''}. Two sweeps of one "
+                                "configuration would pay for the same trials twice: wait for "
+                                "it, or split the work with shard=(i, k) / processes=N"
+                            )
+                    conn.execute(
+                        "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (model, variant, mine, run_id, os.getpid(), _HOST, now + ttl_s),
+                    )
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+
+        _retry_locked(claim, self._busy_timeout_ms)
+
+    def renew_lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> None:
+        """Extend every lease of ``run_id`` by ``ttl_s`` from now."""
+        self._locked_write(
+            "UPDATE leases SET expires = ? WHERE run_id = ?", (time.time() + ttl_s, run_id)
+        )
+
+    def release_lease(self, run_id: str) -> None:
+        """Drop every lease of ``run_id`` (its sweep has ended)."""
+        self._locked_write("DELETE FROM leases WHERE run_id = ?", (run_id,))
+
+    def _locked_write(self, sql: str, args: Sequence[Any]) -> None:
+        def write() -> None:
+            with self._lock, self._read:
+                self._read.execute(sql, args)
+
+        try:
+            _retry_locked(write, self._busy_timeout_ms)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write store {str(self.path)!r}: {exc}") from exc
+
     def run_requests(self, run_id: str) -> list[str] | None:
         """The request ids a run covered (None for runs recorded before this table existed)."""
         rows = self._query("SELECT request_id FROM run_requests WHERE run_id=?", (run_id,))
@@ -786,6 +867,7 @@ class Store(BatchBookkeeping):
             "requests",
             "batches",
             "batch_items",
+            "leases",
         }:
             raise StoreError(f"unknown table {table!r}")
         return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
@@ -1120,6 +1202,30 @@ def _code_new_kinds(conn: sqlite3.Connection, kinds: _Kinds, codes: npt.NDArray[
     number = kinds.number
     kind = [number[(str(c), str(h), str(v))] for c, h, v in (found[i] for i in ids)]
     codes[new] = 9 * np.array(kind, dtype=np.int64) + flags
+
+
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether a lease holder may still run (a process of another host: assume it does)."""
+    if host != _HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _overlap(mine: str, other: str) -> bool:
+    """Whether two leases' shards ("" = everything, "i/k") can hold the same trial."""
+    if not mine or not other:
+        return True
+    (i, k), (j, m) = mine.split("/"), other.split("/")
+    return k != m or i == j
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:

@@ -11,6 +11,7 @@ new work, so a crash loses at most the in-flight trials.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -359,6 +360,15 @@ class _Engine:
             )
 
 
+async def _renew(db: Store, run_id: str) -> None:
+    """Keep this sweep's lease alive (every third of its time to live) until cancelled."""
+    from afperturb.store._store import LEASE_TTL_S
+
+    while True:
+        await asyncio.sleep(LEASE_TTL_S / 3)
+        await asyncio.to_thread(db.renew_lease, run_id)
+
+
 def sweep_variant(perturbation: object, model_config_hash: str, cfg: SweepConfig) -> str:
     """The configuration id of this sweep's trials (:func:`afperturb.store.run_variant`)."""
     scenario = getattr(perturbation, "scenario", None)
@@ -473,8 +483,15 @@ async def run_sweep(
     engine = _Engine(perturbation, backend, cfg, db, clfs, run_id, clock, sleep)
     skip: set[str] = set()
     batch_info: dict[str, Any] = {}
+    renewing: asyncio.Task[None] | None = None
     try:
         if db is not None:
+            # Refused here, before anything is sent, when another live sweep of this
+            # configuration writes into the same store (it would pay for the same trials).
+            await asyncio.to_thread(
+                db.acquire_lease, backend.name, engine.variant, run_id, cfg.shard
+            )
+            renewing = asyncio.create_task(_renew(db, run_id))
             info = manifest(perturbation, backend, cfg, conditions, reqs, clfs, created)
             await asyncio.to_thread(
                 db.put_run, run_id, backend.name, created, info, conditions, reqs
@@ -501,6 +518,11 @@ async def run_sweep(
         if db is not None:
             await asyncio.to_thread(db.flush)
     finally:
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            await asyncio.shield(asyncio.to_thread(db.release_lease, run_id))  # type: ignore[union-attr]
         if owned and db is not None:
             await asyncio.to_thread(db.stop_writer)
         if isinstance(model, str):
