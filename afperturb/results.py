@@ -665,7 +665,7 @@ class SweepResult:
         """
         from afperturb.store import Store as _Store
 
-        db = _Store.open(store) if isinstance(store, str | Path) else store
+        db = _Store.open(store, create=False) if isinstance(store, str | Path) else store
         manifests = db.manifests()
         if run is not None:
             runs = {m["run_id"]: m for m in manifests}

@@ -199,7 +199,7 @@ def merge(stores: Iterable[Store | str | Path], out: str | Path) -> SweepResult:
             else:
                 if not Path(s).exists():
                     raise StoreError(f"cannot merge: no store at {str(s)!r}")
-                db = Store.open(s)
+                db = Store.open(s, create=False)
                 opened.append(db)
                 sources.append(db)
         if not sources:

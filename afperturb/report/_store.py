@@ -56,7 +56,7 @@ def load_store(store_path: Path) -> tuple[pd.DataFrame, Any, dict[str, Any]]:
     from afperturb.results import SweepResult
     from afperturb.store import Store
 
-    store = Store.open(store_path)
+    store = Store.open(store_path, create=False)
     try:
         result = SweepResult.load(store)
         frame = result.to_frame()

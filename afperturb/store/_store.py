@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -110,24 +111,60 @@ class Store(BatchBookkeeping):
     manager, or call :meth:`close` to flush and stop the writer.
     """
 
-    def __init__(self, path: Path, *, batch_size: int = 512, busy_timeout_ms: int = 30_000):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_size: int = 512,
+        busy_timeout_ms: int = 30_000,
+        create: bool = True,
+        readonly: bool | None = None,
+    ):
         self.path = path
         self.batch_size = batch_size
         self._busy_timeout_ms = busy_timeout_ms
-        self._read = self._connect()
-        self._init_schema()
+        self._lock = threading.Lock()
+        if not create:
+            _check_existing(path)
+        self.readonly = bool(readonly) if readonly is not None else not create and _read_only(path)
+        if self.readonly:
+            self._read = _connect_read_only(path, busy_timeout_ms)
+            self._check_version()
+        else:
+            self._read = self._connect()
+            self._init_schema()
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
-        self._lock = threading.Lock()
         self._known_texts: set[str] = set()
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | Path, **kwargs: Any) -> Store:
-        """Open (creating if needed) the store at ``path``; refuse an unknown schema version."""
+        """Open (creating if needed) the store at ``path``; refuse an unknown schema version.
+
+        ``create=False`` opens only an existing afperturb store: a missing file, a file that
+        is not an afperturb store or a store missing one of its tables is a
+        :class:`StoreError`, and nothing is created or altered in it (what commands that
+        read a store use). ``readonly`` (default: for ``create=False``, when the file or its
+        folder cannot be written) opens it read-only; writing to it is then an error.
+        """
         return cls(Path(path), **kwargs)
+
+    def _check_version(self) -> None:
+        row = self._query("SELECT value FROM meta WHERE key='schema_version'")
+        found = row[0][0] if row else None
+        if found == "1":
+            raise StoreError(
+                f"store {str(self.path)!r} has schema_version '1' and is opened read-only; "
+                "open it once where it can be written to migrate it (nothing is lost)"
+            )
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"store {str(self.path)!r} has schema_version {found!r}; this afperturb reads "
+                f"schema_version {SCHEMA_VERSION!r} only (upgrade afperturb or use a new store)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -262,6 +299,8 @@ class Store(BatchBookkeeping):
     # -- writing -------------------------------------------------------------------------------
 
     def _ensure_writer(self) -> None:
+        if self.readonly:
+            raise StoreError(f"store {str(self.path)!r} is open read-only")
         with self._lock:
             if self._writer_error is not None:
                 raise StoreError(f"store writer failed: {self._writer_error}")
@@ -1226,6 +1265,79 @@ def _overlap(mine: str, other: str) -> bool:
         return True
     (i, k), (j, m) = mine.split("/"), other.split("/")
     return k != m or i == j
+
+
+#: The tables every afperturb store has (batch tables are added on open; not required).
+_REQUIRED_TABLES = (
+    "meta",
+    "texts",
+    "completions",
+    "trials",
+    "labels",
+    "runs",
+    "conditions",
+    "requests",
+)
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse, without writing a byte, a path that is not an existing afperturb store."""
+    if not path.is_file():
+        raise StoreError(f"no store at {str(path)!r}")
+    try:
+        conn = _connect_read_only(path, 5_000)
+        try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            version = (
+                conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{str(path)!r} is not an afperturb store: {exc}") from exc
+    if version is None:
+        raise StoreError(
+            f"{str(path)!r} is not an afperturb store (it has no afperturb meta table"
+            f"{'; tables: ' + ', '.join(sorted(tables)) if tables else ', it is empty'})"
+        )
+    missing = [t for t in _REQUIRED_TABLES if t not in tables]
+    if missing:
+        raise StoreError(
+            f"store {str(path)!r} is missing table(s) {', '.join(missing)}: it is damaged "
+            "(restore it from a copy; afperturb does not re-create them empty)"
+        )
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the store file or its folder (WAL and shm files live there) cannot be written."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent or Path("."), os.W_OK))
+
+
+def _connect_read_only(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A read-only connection; ``immutable`` where the folder cannot hold WAL/shm files."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    if not os.access(path.parent or Path("."), os.W_OK):
+        # SQLite cannot open the WAL index here; "immutable" reads the main file alone, which
+        # is the whole store only when the WAL holds nothing (a checkpointed, closed store).
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"store {str(path)!r} has writes still in {wal.name} and its folder cannot be "
+                "written, so they cannot be read: copy the store with its -wal file to a "
+                "writable folder, or open it once where its folder is writable"
+            )
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout_ms / 1000, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
+    return conn
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:
