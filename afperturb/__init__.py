@@ -21,6 +21,7 @@ from afperturb import classify, datasets, errors, models, stats
 from afperturb.design import PRESETS, Perturbation
 from afperturb.errors import (
     AfperturbError,
+    AfperturbWarning,
     BackendError,
     BackendResponseError,
     BackendTimeout,
@@ -57,6 +58,7 @@ __version__ = "0.1.0"
 __all__ = [
     "PRESETS",
     "AfperturbError",
+    "AfperturbWarning",
     "Axis",
     "BackendError",
     "BackendResponseError",

@@ -296,7 +296,7 @@ def _attribute(
     from afperturb.hypotheses import HYPOTHESES, attribute
     from afperturb.profiles import PAPER_TABLE1, PROFILES
     from afperturb.results import SweepResult
-    from afperturb.store import Store
+    from afperturb.store import Store, manifest_variant
 
     conditions = Perturbation.preset("paper").conditions()
     request_ids = [r.id for r in synthetic(requests, seed=seed)]
@@ -304,7 +304,14 @@ def _attribute(
     try:
         frames = [
             SweepResult.from_store(
-                db, model=name, conditions=conditions, request_ids=request_ids, samples=1
+                db,
+                model=name,
+                conditions=conditions,
+                request_ids=request_ids,
+                samples=1,
+                # This demo's own sweep: the model's latest run (a reused --store may hold
+                # other seeds' trials beside it).
+                variant=manifest_variant(db.manifests(name)[-1]),
             ).to_frame()
             for name in names
         ]

@@ -174,8 +174,13 @@ class InsufficientDataError(AfperturbError):
     """Too few trials (or none in an arm) to compute the requested statistic."""
 
 
+class AfperturbWarning(UserWarning):
+    """Something the user should know that is not an error (e.g. which of several runs loaded)."""
+
+
 __all__ = [
     "AfperturbError",
+    "AfperturbWarning",
     "BackendError",
     "BackendResponseError",
     "BackendTimeout",

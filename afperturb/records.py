@@ -10,6 +10,7 @@ afperturb can read (or refuse, clearly) an old store.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -144,11 +145,20 @@ class Trial(Record):
     completions: tuple[Completion, ...] = ()
     cache_key: str = ""
     cost_usd: float = 0.0
+    #: Which configuration produced it (:func:`afperturb.store.run_variant`: model config,
+    #: seed, sampling params, turns, scenario templates). Part of the key, so a sweep with
+    #: another seed or temperature adds trials beside the first one's instead of replacing them.
+    variant: str = ""
 
     @property
     def key(self) -> str:
         """A stable identity for the trial, used by labels and the store."""
-        return trial_key(self.model, self.condition_id, self.request_id, self.sample)
+        return trial_key(self.model, self.condition_id, self.request_id, self.sample, self.variant)
+
+    @property
+    def transcript(self) -> str:
+        """A hash of the reply text: which transcript a label was computed from."""
+        return transcript_hash(self.text)
 
     @property
     def text(self) -> str:
@@ -166,9 +176,17 @@ class Trial(Record):
         return sum(c.usage.output_tokens for c in self.completions)
 
 
-def trial_key(model: str, condition_id: str, request_id: str, sample: int) -> str:
-    """The canonical trial identity string."""
-    return f"{model}|{condition_id}|{request_id}|{sample}"
+def trial_key(
+    model: str, condition_id: str, request_id: str, sample: int, variant: str = ""
+) -> str:
+    """The canonical trial identity string (``variant`` appended when there is one)."""
+    base = f"{model}|{condition_id}|{request_id}|{sample}"
+    return f"{base}|{variant}" if variant else base
+
+
+def transcript_hash(text: str) -> str:
+    """The first 16 hex digits of the sha256 of a reply's text (labels record what they read)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class Label(Record):
@@ -189,6 +207,10 @@ class Label(Record):
     complied: bool | None = None
     af_reasoning: bool | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+    #: :func:`transcript_hash` of the trial text this label read ("" when unknown: labels
+    #: stored before it was recorded). A label whose transcript no longer matches its trial's
+    #: is stale: the results table ignores it and a judge re-runs it.
+    transcript: str = ""
 
 
 #: ``SweepResult.to_frame()``'s schema: these columns, with one column per axis (its level)
@@ -241,5 +263,6 @@ __all__ = [
     "TrialStatus",
     "Usage",
     "UserRecord",
+    "transcript_hash",
     "trial_key",
 ]

@@ -18,6 +18,7 @@ import contextlib
 import gc
 import html
 import math
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -28,7 +29,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from afperturb.classify import _provenance
-from afperturb.errors import DesignError, unknown_choice
+from afperturb.errors import AfperturbWarning, DesignError, unknown_choice
 from afperturb.records import (
     FRAME_COLUMNS,
     FRAME_FACT_COLUMNS,
@@ -63,6 +64,8 @@ class _Part:
     request_ids: frozenset[str] | None = None
     samples: int | None = None
     run: str | None = None
+    #: The configuration (``Trial.variant``) whose trials this part holds (None: every one).
+    variant: str | None = None
     filters: tuple[tuple[str, frozenset[str]], ...] = ()
     manifest: Mapping[str, Any] = field(default_factory=dict)
 
@@ -79,7 +82,7 @@ class _Part:
     def read(self) -> _PartTrials:
         """This part's trials as columns: every row of its source, and which ones it keeps."""
         if self.store is not None:
-            chunks = self.store.frame_trial_columns(self.model, run=self.run)
+            chunks = self.store.frame_trial_columns(self.model, variant=self.variant)
             own = _Trials.from_columns(chunks, self.model)
         else:
             rows = [
@@ -160,7 +163,7 @@ class _Part:
         keep = self._keep_conditions()
         source: Iterable[Trial]
         if self.store is not None:
-            source = self.store.trials(model=self.model, run=self.run)
+            source = self.store.trials(model=self.model, variant=self.variant)
         else:
             source = (r.trial for r in self.rows)
         for t in source:
@@ -178,6 +181,32 @@ class _Part:
         else:
             for r in self.rows:
                 yield from r.labels
+
+
+def _latest_variant(db: Store, model: str, manifests: Sequence[Mapping[str, Any]]) -> str | None:
+    """The configuration to load by default: the latest run's, or the only one stored."""
+    from afperturb.store import manifest_variant
+
+    stored = db.variants(model)
+    if len(stored) <= 1:
+        return None
+    runs: dict[str, list[str]] = {}
+    last: dict[str, int] = {}  # variant -> position of its latest run (manifests oldest first)
+    for i, m in enumerate(manifests):
+        v = manifest_variant(m)
+        runs.setdefault(v, []).append(str(m["run_id"]))
+        last[v] = i
+    ran = [v for v in stored if v in last]
+    latest = max(ran, key=last.__getitem__) if ran else stored[-1]
+    others = [f"{v} (runs {', '.join(runs.get(v, ['unrecorded']))})" for v in stored if v != latest]
+    warnings.warn(
+        f"store {str(db.path)!r} holds {len(stored)} configurations of {model!r} (another seed, "
+        f"sampling params, model config or templates); loaded the latest, {latest}; the others: "
+        f"{'; '.join(others)}. Load one with SweepResult.load(store, run=...).",
+        AfperturbWarning,
+        stacklevel=3,
+    )
+    return latest
 
 
 class _LazyIndex:
@@ -589,12 +618,28 @@ class SweepResult:
         run: str | None = None,
         stopped_reason: str | None = None,
         run_info: Mapping[str, Any] | None = None,
+        variant: str | None = None,
     ) -> SweepResult:
-        """A lazy view of one model's trials in a store, optionally scoped to one design."""
-        conds = {c.id: c for c in conditions} if conditions is not None else store.conditions()
+        """A lazy view of one model's trials in a store, optionally scoped to one design.
+
+        ``run`` selects what that run covered: its configuration (variant), conditions,
+        requests and samples, as its manifest records them, whichever run wrote the rows
+        last. ``variant`` selects one configuration's trials directly.
+        """
         info = dict(run_info or {})
         run_id = info.get("run_id", run)
         found = [m for m in store.manifests(model) if run_id is None or m["run_id"] == run_id]
+        if run is not None and conditions is None and request_ids is None and found:
+            from afperturb.store import manifest_variant
+
+            m = found[-1]
+            variant = manifest_variant(m) if variant is None else variant
+            covered = set(m.get("condition_ids") or ())
+            every = store.conditions()
+            conditions = [c for cid, c in every.items() if not covered or cid in covered]
+            request_ids = store.run_requests(run)
+            samples = int(m["samples"]) if samples is None and "samples" in m else samples
+        conds = {c.id: c for c in conditions} if conditions is not None else store.conditions()
         part = _Part(
             model=model,
             conditions=conds,
@@ -602,6 +647,7 @@ class SweepResult:
             request_ids=frozenset(request_ids) if request_ids is not None else None,
             samples=samples,
             run=run,
+            variant=variant,
             manifest=found[-1] if found else {},
         )
         return cls((part,), stopped_reason, info)
@@ -610,18 +656,36 @@ class SweepResult:
     def load(
         cls, store: Store | str | Path, model: str | None = None, run: str | None = None
     ) -> SweepResult:
-        """Every trial in a store (or one model's, or one run's), read lazily."""
+        """Every model's trials in a store (or one model's, or what one run covered), lazily.
+
+        A store can hold several configurations of one model (another seed, temperature or
+        server: :func:`afperturb.store.run_variant`), side by side. Without ``run``, each
+        model's latest configuration is loaded (that of its most recent run) and an
+        :class:`~afperturb.errors.AfperturbWarning` names the others and their runs; pass
+        ``run=`` to load another one, or :meth:`combine` several.
+        """
         from afperturb.store import Store as _Store
 
-        db = _Store.open(store) if isinstance(store, str | Path) else store
-        models = sorted({m["model"] for m in db.manifests()} | set(db.models()))
+        db = _Store.open(store, create=False) if isinstance(store, str | Path) else store
+        manifests = db.manifests()
+        if run is not None:
+            runs = {m["run_id"]: m for m in manifests}
+            if run not in runs:
+                raise unknown_choice("run", run, list(runs))
+            if model is not None and runs[run]["model"] != model:
+                raise DesignError(f"run {run!r} is of model {runs[run]['model']!r}, not {model!r}")
+            return cls.from_store(db, model=str(runs[run]["model"]), run=run)
+        models = sorted({m["model"] for m in manifests} | set(db.models()))
         if model is not None:
             if model not in models:
                 raise unknown_choice("model", model, models)
             models = [model]
         conds = db.conditions()
-        parts = [cls.from_store(db, model=m, run=run).parts[0] for m in models]
-        parts = [replace(p, conditions=conds) for p in parts]
+        parts = []
+        for m in models:
+            variant = _latest_variant(db, m, [x for x in manifests if x["model"] == m])
+            part = cls.from_store(db, model=m, variant=variant).parts[0]
+            parts.append(replace(part, conditions=conds))
         return cls(tuple(parts))
 
     @classmethod
@@ -838,7 +902,7 @@ class SweepResult:
 
         ``len()`` and the repr use it: a repr is printed in places nobody asked for a table
         (``asyncio.run`` prints the finished task on Python 3.11), and on a million-trial
-        store the full table costs about 2 GiB.
+        store the full table costs seconds and most of a GiB (the labels are not read here).
         """
         frame = self._cache.get("frame")
         if frame is not None:

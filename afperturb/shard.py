@@ -35,7 +35,13 @@ IGNORED_FIELDS = frozenset({"run_id", "created", "afperturb_version", "mode", "s
 
 
 def shard_of(key: str, k: int) -> int:
-    """The shard (0 … k-1) of a trial key: the first 8 bytes of its sha256, modulo k."""
+    """The shard (0 … k-1) of a trial key: the first 8 bytes of its sha256, modulo k.
+
+    A stored trial's key ends in its configuration's variant (``…|sample|v<hash>``); the
+    shard is that of the key without it, so a trial keeps its shard across seeds and params.
+    """
+    if key.count("|") >= 4:
+        key = key.rsplit("|", 1)[0]
     digest = hashlib.sha256(key.encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % k
 
@@ -48,7 +54,8 @@ class WorkItem(Record):
     request_id: str
     sample: int
     seed: int
-    #: The trial key (``model|condition|request|sample``) the store and labels use.
+    #: The trial's grid key (``model|condition|request|sample``); the store's key adds the
+    #: sweep configuration's variant (``afperturb.store.run_variant``).
     key: str
     #: 64-bit stable hash of ``key``; the item belongs to shard ``hash % k``.
     hash: int
@@ -192,7 +199,7 @@ def merge(stores: Iterable[Store | str | Path], out: str | Path) -> SweepResult:
             else:
                 if not Path(s).exists():
                     raise StoreError(f"cannot merge: no store at {str(s)!r}")
-                db = Store.open(s)
+                db = Store.open(s, create=False)
                 opened.append(db)
                 sources.append(db)
         if not sources:

@@ -201,9 +201,14 @@ def test_cache_prune_removes_only_unreferenced(tmp_path: Path) -> None:
     base = 'preset = "null_control"\nmodels = ["sim/no-gap"]\nrequests = 20\n'
     exp.write_text(base + "[params]\ntemperature = 1.0\n")
     assert cli.main(["sweep", str(exp), "--quiet"]) == 0
-    exp.write_text(base + "[params]\ntemperature = 0.0\n")  # new cache keys, same trials
+    exp.write_text(base + "[params]\ntemperature = 0.0\n")  # another configuration
     assert cli.main(["sweep", str(exp), "--quiet"]) == 0
     db = tmp_path / "runs.sqlite"
+    assert cache_size(db)["trials"] == 80  # beside the first run's 40, never replacing them
+    assert prune_cache(db, dry_run=True)["completions"] == 0  # both runs reference theirs
+    with sqlite3.connect(db) as conn:  # what schema 1 did: the second sweep replaced the first
+        first = conn.execute("SELECT run_id FROM runs ORDER BY created").fetchone()[0]
+        conn.execute("DELETE FROM trials WHERE run_id = ?", (first,))
     before = cache_size(db)
     assert before["trials"] == 40
     dry = prune_cache(db, dry_run=True)

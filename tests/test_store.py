@@ -237,9 +237,15 @@ _WRITER = """
 import sys
 sys.path.insert(0, {tests!r})
 from _sweepkit import FakePerturbation, ScriptedModel, requests
+from afperturb.errors import StoreError
 from afperturb.sweep import sweep
-sweep(FakePerturbation(), ScriptedModel(name={name!r}), requests(150), store={db!r},
-      progress=False, concurrency=8)
+try:
+    res = sweep(FakePerturbation(), ScriptedModel(name={name!r}), requests(150), store={db!r},
+                progress=False, concurrency=8)
+except StoreError as exc:
+    print("refused:", exc)
+else:
+    print("sent:", res.run_info["sent"])
 """
 
 
@@ -247,16 +253,25 @@ def test_two_processes_share_a_store(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
     tests = str(Path(__file__).parent)
     env = {**os.environ, "PYTHONPATH": str(Path(tests).parent)}
-    # Both write the same model's trials at once: upserts, no duplicates, nothing lost.
+    # Both sweep the same configuration at once. Either the second starts while the first
+    # runs and is refused (issue 14: both would pay for every trial), or after it and finds
+    # everything stored: each trial is paid for once, nothing duplicated, nothing lost.
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _WRITER.format(tests=tests, name="fake/shared", db=str(db))],
             env=env,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
-    assert [p.wait(120) for p in procs] == [0, 0]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    sent = [int(o.split("sent:")[1]) for o in outs if "sent:" in o]
+    refused = [o for o in outs if "refused:" in o]
+    assert sum(sent) == 300 and len(sent) + len(refused) == 2, outs
+    assert all("another sweep is writing 'fake/shared'" in o for o in refused)
     with Store.open(db) as store:
         assert store.count("trials") == 300
-        assert len(store.manifests()) == 2
+        assert len(store.manifests()) == len(sent)
         assert all(t.status == "completed" for t in store.trials())

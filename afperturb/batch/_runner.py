@@ -224,6 +224,7 @@ class BatchRunner:
             completions=tuple(t.completions),
             cache_key=t.keys[0] if t.keys else t.next_key,
             cost_usd=cost,
+            variant=e.variant,
         )
         # The engine's labellers, as in the realtime sweep: heuristics get the request too.
         labels = (

@@ -27,6 +27,7 @@ from typing import Any
 
 import pandas as pd
 
+from afperturb.classify.base import stamp
 from afperturb.classify.judges import Judge, Vote
 from afperturb.errors import AfperturbError, BackendError, ClassifierError
 from afperturb.models.base import Model, is_retryable
@@ -482,10 +483,12 @@ async def _run_one(
     store: Any | None,
     concurrency: int,
 ) -> JudgeRun:
-    done: set[str] = set()
+    # Trials this config has already labelled, with the transcript each label read ("" for
+    # labels stored before transcripts were recorded): a changed transcript is re-judged.
+    done: dict[str, str] = {}
     if store is not None:
         done = {
-            lab.trial_key
+            lab.trial_key: lab.transcript
             for lab in store.labels(classifier=jc.name)
             if lab.config_hash == jc.config_hash and lab.value != "error"
         }
@@ -505,7 +508,8 @@ async def _run_one(
         for trial in trials:
             if trial.status != "completed":
                 continue
-            if trial.key in done:
+            read = done.get(trial.key)
+            if read is not None and read in ("", trial.transcript):
                 skipped += 1
                 continue
             yield trial
@@ -515,8 +519,11 @@ async def _run_one(
     async def worker() -> None:
         # A bounded pool pulling from one iterator: memory does not grow with the run.
         for trial in work:
-            label = await jc.alabel(
-                trial, conditions.get(trial.condition_id), requests.get(trial.request_id)
+            label = stamp(
+                await jc.alabel(
+                    trial, conditions.get(trial.condition_id), requests.get(trial.request_id)
+                ),
+                trial,
             )
             counts[label.value] = counts.get(label.value, 0) + 1
             if label.value == "error" and not first_error:

@@ -46,16 +46,25 @@ def labeller(classifier: Classifier) -> LabelFunction:
     if getattr(classifier, "reads_request", False):
 
         def with_request(trial: Trial, condition: Condition, request: Request | None) -> Label:
-            result: Label = label(trial, condition, request=request)
-            return result
+            return stamp(label(trial, condition, request=request), trial)
 
         return with_request
 
     def without_request(trial: Trial, condition: Condition, request: Request | None) -> Label:
-        result: Label = label(trial, condition)
-        return result
+        return stamp(label(trial, condition), trial)
 
     return without_request
 
 
-__all__ = ["Classifier", "LabelFunction", "labeller"]
+def stamp(label: Label, trial: Trial) -> Label:
+    """``label`` with the hash of the transcript it read (``Label.transcript``).
+
+    Set here, where every classifier is called, so that no classifier has to remember it: a
+    label whose transcript no longer matches its trial's is stale (the results table ignores
+    it and a judge run re-judges the trial).
+    """
+    digest = trial.transcript
+    return label if label.transcript == digest else label.model_copy(update={"transcript": digest})
+
+
+__all__ = ["Classifier", "LabelFunction", "labeller", "stamp"]

@@ -90,7 +90,7 @@ def _attribute(args: argparse.Namespace) -> int:
     from afperturb.results import SweepResult
     from afperturb.store import Store
 
-    store = Store.open(_store_path(args.store))
+    store = Store.open(_store_path(args.store), create=False)
     try:
         results = [SweepResult.load(store, model=m) for m in args.model] if args.model else None
         result = SweepResult.combine(results) if results else SweepResult.load(store)

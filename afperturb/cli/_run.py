@@ -220,7 +220,7 @@ def _open_store(path: Path) -> Any:
 
     if not path.is_file():
         raise StoreError(f"no store at {str(path)!r}")
-    return Store.open(path)
+    return Store.open(path, create=False, readonly=False)
 
 
 def _heuristic(name: str) -> Any:

@@ -56,7 +56,7 @@ def _store_items(path: str) -> list[Any]:
     """The one place that knows the store's API (kept small so it is easy to change)."""
     from afperturb.store import Store
 
-    store: Any = Store.open(path)
+    store: Any = Store.open(path, create=False)
     try:
         return list(store.iter_completions())
     finally:

@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from afperturb.errors import AfperturbError, StoreError
-from afperturb.records import Label, trial_key
+from afperturb.records import Label
 
 _NO_VERDICT = frozenset({"error", "nothing_to_read", "none", "no_scratchpad"})
 
@@ -56,13 +56,15 @@ def load_store(store_path: Path) -> tuple[pd.DataFrame, Any, dict[str, Any]]:
     from afperturb.results import SweepResult
     from afperturb.store import Store
 
-    store = Store.open(store_path)
+    store = Store.open(store_path, create=False)
     try:
         result = SweepResult.load(store)
         frame = result.to_frame()
-        texts = {t.key: t.text for t in result.trials()}
+        # The frame's grid position → the stored trial (whose key adds its configuration).
+        by_grid = {(t.model, t.condition_id, t.request_id, t.sample): t for t in result.trials()}
+        texts = {t.key: t.text for t in by_grid.values()}
         keys = [
-            trial_key(m, c, r, int(s))
+            by_grid[(m, c, r, int(s))].key if (m, c, r, int(s)) in by_grid else ""
             for m, c, r, s in zip(
                 frame["model"],
                 frame["condition_id"],

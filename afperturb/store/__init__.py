@@ -7,9 +7,17 @@ One file holds everything needed to re-analyse a sweep offline, without the temp
   sample index, sweep seed), never timeouts, concurrency or keys. Prompt texts are stored once
   each in ``texts`` (content-addressed), so a system prompt shared by 400 requests costs one row.
 - ``trials``: trial key → :class:`~afperturb.records.Trial` plus the flat columns the results
-  table reads (status, error, tokens, cost, latency, cached, run id).
-- ``labels``: (trial key, classifier, config hash) → :class:`~afperturb.records.Label`.
-- ``runs``: one manifest per sweep call; ``conditions`` and ``requests``: the design and data.
+  table reads (status, error, tokens, cost, latency, cached, the run that wrote it last, its
+  ``variant`` and ``transcript`` hash). The key is (model, condition, request, sample,
+  variant): the variant (:func:`run_variant`) names the configuration (model config, seed,
+  sampling params, turns, templates), so sweeps of different configurations never replace
+  each other's trials.
+- ``labels``: (trial key, classifier, config hash) → :class:`~afperturb.records.Label`, with
+  the hash of the transcript it read (a label of an older transcript is stale).
+- ``runs``: one manifest per sweep call, ``run_requests`` the requests each run covered;
+  ``conditions`` and ``requests``: the design and data.
+- Schema 1 stores (before variants) are migrated on open: each trial gets its last run's
+  variant.
 
 Writes go through one writer thread that commits in groups (everything queued since the last
 commit, up to ``batch_size`` rows), so the event loop never blocks on disk and a busy sweep
@@ -20,7 +28,14 @@ upserts let two processes share a store.
 """
 
 from afperturb.store._batches import BatchBookkeeping
-from afperturb.store._keys import cache_key, canonical_json, model_hash, scrub
+from afperturb.store._keys import (
+    cache_key,
+    canonical_json,
+    manifest_variant,
+    model_hash,
+    run_variant,
+    scrub,
+)
 from afperturb.store._rows import CachedCompletion, PendingCompletion, TrialRow
 from afperturb.store._store import BATCH_SCHEMA_VERSION, SCHEMA_VERSION, Store
 
@@ -34,6 +49,8 @@ __all__ = [
     "TrialRow",
     "cache_key",
     "canonical_json",
+    "manifest_variant",
     "model_hash",
+    "run_variant",
     "scrub",
 ]

@@ -135,3 +135,45 @@ def _update(h: Any, m: Message) -> None:
 def _params_json(params: SamplingParams) -> str:
     # Serialising the params is most of a key's cost; a sweep uses one or two of them.
     return canonical_json(params.model_dump(mode="json"))
+
+
+def run_variant(
+    model_config: Mapping[str, Any] | str,
+    *,
+    seed: int,
+    params: SamplingParams,
+    max_turns: int,
+    template_hashes: Mapping[str, str] | None = None,
+) -> str:
+    """Which configuration produced a trial: part of its key (``Trial.variant``).
+
+    Everything that can change a completion but is not already in the trial's grid position
+    (model, condition, request, sample): the model's scrubbed config (``base_url`` included),
+    the sweep seed, the sampling params, the continuation limit and the scenario's template
+    hashes. Two sweeps that differ in any of them store their trials side by side; a resumed
+    sweep with the same configuration finds its own trials again.
+    """
+    mh = model_config if isinstance(model_config, str) else model_hash(model_config)
+    payload = canonical_json(
+        {
+            "model": mh,
+            "seed": int(seed),
+            "params": params.model_dump(mode="json"),
+            "max_turns": int(max_turns),
+            "templates": dict(template_hashes or {}),
+        }
+    )
+    return "v" + _sha(payload)[:12]
+
+
+def manifest_variant(manifest: Mapping[str, Any]) -> str:
+    """:func:`run_variant` of a stored run manifest (old stores' manifests have every input)."""
+    if manifest.get("variant"):
+        return str(manifest["variant"])
+    return run_variant(
+        manifest.get("model_config", {}),
+        seed=int(manifest.get("seed", 0)),
+        params=SamplingParams.model_validate(manifest.get("params") or {}),
+        max_turns=int(manifest.get("max_turns", 4)),
+        template_hashes=manifest.get("template_hashes") or {},
+    )

@@ -79,6 +79,7 @@ def _label_row(label: Label) -> tuple[Any, ...]:
         tri(label.complied),
         tri(label.af_reasoning),
         label.model_dump_json(),
+        label.transcript,
     )
 
 
@@ -121,4 +122,6 @@ def _trial_row(row: TrialRow) -> tuple[Any, ...]:
         turns,
         # By reference, the completions live in their own rows (the reader puts them back).
         t.model_dump_json(exclude=_NO_COMPLETIONS) if by_ref else t.model_dump_json(),
+        t.variant,
+        t.transcript,
     )

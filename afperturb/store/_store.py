@@ -6,10 +6,13 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import queue
+import socket
 import sqlite3
 import threading
 import time
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
@@ -32,7 +35,7 @@ from afperturb.records import (
     trial_key,
 )
 from afperturb.store._batches import BatchBookkeeping
-from afperturb.store._keys import _text_sha, canonical_json
+from afperturb.store._keys import _text_sha, canonical_json, manifest_variant
 from afperturb.store._rows import (
     CachedCompletion,
     PendingCompletion,
@@ -43,7 +46,9 @@ from afperturb.store._rows import (
     _trial_row,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Seconds a sweep's lease lasts without renewal (the engine renews every third of it).
+LEASE_TTL_S = 60.0
 #: ``meta`` key prefix of each classifier's latest labelling run (no schema change: old stores
 #: simply have none, and an older afperturb ignores the rows).
 _LABEL_RUN = "label_run:"
@@ -61,14 +66,21 @@ CREATE TABLE IF NOT EXISTS trials (
     status TEXT NOT NULL, error TEXT, input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, cost_usd REAL NOT NULL,
     cached INTEGER NOT NULL, cache_key TEXT NOT NULL, turns TEXT NOT NULL,
-    trial TEXT NOT NULL);
+    trial TEXT NOT NULL, variant TEXT NOT NULL DEFAULT '', transcript TEXT NOT NULL DEFAULT '');
 CREATE INDEX IF NOT EXISTS trials_model ON trials (model);
 CREATE TABLE IF NOT EXISTS labels (
     trial_key TEXT NOT NULL, classifier TEXT NOT NULL, config_hash TEXT NOT NULL,
     value TEXT NOT NULL, complied INTEGER, af_reasoning INTEGER, label TEXT NOT NULL,
+    transcript TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (trial_key, classifier, config_hash));
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, model TEXT NOT NULL, created TEXT NOT NULL, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run_requests (
+    run_id TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (run_id, request_id));
+CREATE TABLE IF NOT EXISTS leases (
+    model TEXT NOT NULL, variant TEXT NOT NULL, shard TEXT NOT NULL, run_id TEXT NOT NULL,
+    pid INTEGER NOT NULL, host TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (model, variant, shard));
 CREATE TABLE IF NOT EXISTS conditions (id TEXT PRIMARY KEY, condition TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS requests (id TEXT PRIMARY KEY, request TEXT NOT NULL);
 """
@@ -99,24 +111,60 @@ class Store(BatchBookkeeping):
     manager, or call :meth:`close` to flush and stop the writer.
     """
 
-    def __init__(self, path: Path, *, batch_size: int = 512, busy_timeout_ms: int = 30_000):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        batch_size: int = 512,
+        busy_timeout_ms: int = 30_000,
+        create: bool = True,
+        readonly: bool | None = None,
+    ):
         self.path = path
         self.batch_size = batch_size
         self._busy_timeout_ms = busy_timeout_ms
-        self._read = self._connect()
-        self._init_schema()
+        self._lock = threading.Lock()
+        if not create:
+            _check_existing(path)
+        self.readonly = bool(readonly) if readonly is not None else not create and _read_only(path)
+        if self.readonly:
+            self._read = _connect_read_only(path, busy_timeout_ms)
+            self._check_version()
+        else:
+            self._read = self._connect()
+            self._init_schema()
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
-        self._lock = threading.Lock()
         self._known_texts: set[str] = set()
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | Path, **kwargs: Any) -> Store:
-        """Open (creating if needed) the store at ``path``; refuse an unknown schema version."""
+        """Open (creating if needed) the store at ``path``; refuse an unknown schema version.
+
+        ``create=False`` opens only an existing afperturb store: a missing file, a file that
+        is not an afperturb store or a store missing one of its tables is a
+        :class:`StoreError`, and nothing is created or altered in it (what commands that
+        read a store use). ``readonly`` (default: for ``create=False``, when the file or its
+        folder cannot be written) opens it read-only; writing to it is then an error.
+        """
         return cls(Path(path), **kwargs)
+
+    def _check_version(self) -> None:
+        row = self._query("SELECT value FROM meta WHERE key='schema_version'")
+        found = row[0][0] if row else None
+        if found == "1":
+            raise StoreError(
+                f"store {str(self.path)!r} has schema_version '1' and is opened read-only; "
+                "open it once where it can be written to migrate it (nothing is lost)"
+            )
+        if found != str(SCHEMA_VERSION):
+            raise StoreError(
+                f"store {str(self.path)!r} has schema_version {found!r}; this afperturb reads "
+                f"schema_version {SCHEMA_VERSION!r} only (upgrade afperturb or use a new store)"
+            )
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -139,6 +187,12 @@ class Store(BatchBookkeeping):
         try:
             _retry_locked(self._create_tables, self._busy_timeout_ms)
             row = self._read.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is not None and row[0] == "1":
+                _retry_locked(self._migrate_v1, self._busy_timeout_ms)
+                row = (str(SCHEMA_VERSION),)
+            self._read.execute(
+                "CREATE INDEX IF NOT EXISTS trials_variant ON trials (model, variant)"
+            )
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
         if row is None or row[0] != str(SCHEMA_VERSION):
@@ -172,6 +226,54 @@ class Store(BatchBookkeeping):
             raise
         conn.execute("COMMIT")
 
+    def _migrate_v1(self) -> None:
+        """Schema 1 → 2 in one transaction: trials gain their variant, labels their transcript.
+
+        Schema 1 keyed a trial by (model, condition, request, sample) only, so a later sweep of
+        another configuration replaced it, and the row's ``run_id`` is the run that wrote it
+        last. Each trial therefore belongs to its run's configuration: its variant is computed
+        from that run's manifest (:func:`manifest_variant`), appended to its key, and its
+        labels' keys follow. Nothing is deleted; transcripts stay unknown ("") for old rows.
+        """
+        conn = self._read
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() != (
+                "1",
+            ):
+                conn.execute("ROLLBACK")  # another process migrated it meanwhile
+                return
+            for table, column in (
+                ("trials", "variant"),
+                ("trials", "transcript"),
+                ("labels", "transcript"),
+            ):
+                have = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    conn.execute(
+                        f"ALTER TABLE {table} ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                    )
+            runs = conn.execute("SELECT run_id, manifest FROM runs").fetchall()
+            for run_id, manifest in runs:
+                variant = manifest_variant(json.loads(manifest))
+                conn.execute(
+                    "UPDATE labels SET trial_key = trial_key || '|' || ? WHERE trial_key IN "
+                    "(SELECT key FROM trials WHERE run_id = ? AND variant = '')",
+                    (variant, run_id),
+                )
+                conn.execute(
+                    "UPDATE trials SET variant = ?, key = key || '|' || ? "
+                    "WHERE run_id = ? AND variant = ''",
+                    (variant, variant, run_id),
+                )
+            conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+            )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
     def __enter__(self) -> Store:
         return self
 
@@ -197,6 +299,8 @@ class Store(BatchBookkeeping):
     # -- writing -------------------------------------------------------------------------------
 
     def _ensure_writer(self) -> None:
+        if self.readonly:
+            raise StoreError(f"store {str(self.path)!r} is open read-only")
         with self._lock:
             if self._writer_error is not None:
                 raise StoreError(f"store writer failed: {self._writer_error}")
@@ -239,6 +343,8 @@ class Store(BatchBookkeeping):
             with conn:
                 for table in _INSERTS:
                     rows = [row for b in batches for row in getattr(b, table)]
+                    if rows and table == "trials":
+                        _drop_stale_labels(conn, rows)
                     if rows:
                         _insert(conn, table, rows)
                 for b in batches:
@@ -388,6 +494,7 @@ class Store(BatchBookkeeping):
             batch.other.append(
                 ("INSERT OR REPLACE INTO requests VALUES (?, ?)", (r.id, r.model_dump_json()))
             )
+            batch.other.append(("INSERT OR IGNORE INTO run_requests VALUES (?, ?)", (run_id, r.id)))
         self._submit(batch).result()
 
     def flush(self) -> None:
@@ -439,16 +546,24 @@ class Store(BatchBookkeeping):
         model: str | None = None,
         run: str | None = None,
         status: str | None = None,
+        variant: str | None = None,
     ) -> Iterator[Trial]:
-        """Stored trials, optionally only one model's, one run's or one status's."""
-        where, args = _where(model=model, run_id=run, status=status)
-        rows = self._query(f"SELECT turns, trial FROM trials{where} ORDER BY key", args)
-        for turns, text in rows:
+        """Stored trials, optionally only one model's, status's or configuration's.
+
+        ``run`` selects the trials a run wrote last (the ``run_id`` column); to load what a
+        run *covers*, use ``SweepResult.load(store, run=...)``.
+        """
+        where, args = _where(model=model, run_id=run, status=status, variant=variant)
+        rows = self._query(f"SELECT turns, trial, variant FROM trials{where} ORDER BY key", args)
+        for turns, text, stored_variant in rows:
             trial = Trial.model_validate_json(text)
+            update: dict[str, Any] = {}
+            if trial.variant != stored_variant:  # written by schema 1, migrated since
+                update["variant"] = stored_variant
             keys = json.loads(turns)
             if keys:
-                trial = trial.model_copy(update={"completions": self._completions(keys)})
-            yield trial
+                update["completions"] = self._completions(keys)
+            yield trial.model_copy(update=update) if update else trial
 
     def _completions(self, keys: list[str]) -> tuple[Completion, ...]:
         marks = ",".join("?" * len(keys))
@@ -467,14 +582,100 @@ class Store(BatchBookkeeping):
     ) -> Iterator[Label]:
         """Stored labels, optionally for one trial or one classifier."""
         where, args = _where(trial_key=trial_key, classifier=classifier)
-        for (text,) in self._query(f"SELECT label FROM labels{where} ORDER BY rowid", args):
-            yield Label.model_validate_json(text)
+        rows = self._query(f"SELECT label, trial_key FROM labels{where} ORDER BY rowid", args)
+        for text, key in rows:
+            label = Label.model_validate_json(text)
+            # A label written by schema 1 names its trial's old key (migrated since).
+            yield label if label.trial_key == key else label.model_copy(update={"trial_key": key})
 
     def manifests(self, model: str | None = None) -> list[dict[str, Any]]:
         """Every run manifest (oldest first), each with its ``run_id``."""
         where, args = _where(model=model)
         rows = self._query(f"SELECT run_id, manifest FROM runs{where} ORDER BY created", args)
         return [{"run_id": run_id, **json.loads(m)} for run_id, m in rows]
+
+    # -- leases: one writer per (model, configuration, shard) at a time ------------------------
+
+    def acquire_lease(
+        self,
+        model: str,
+        variant: str,
+        run_id: str,
+        shard: tuple[int, int] | None = None,
+        ttl_s: float = LEASE_TTL_S,
+    ) -> None:
+        """Claim the right to generate ``model``'s trials of ``variant`` in this store.
+
+        Two sweeps of one configuration into one store would both generate (and pay for)
+        every trial neither has stored yet. The second is refused with a :class:`StoreError`
+        naming the first, unless the two run disjoint shards of one split (``shard=(i, k)``
+        with the same ``k``, as ``processes=N`` workers do). A lease lasts ``ttl_s`` unless
+        renewed (:meth:`renew_lease`); one held by a process of this host that no longer
+        exists is taken over at once, so a sweep resumed after ``kill -9`` is not refused.
+        """
+        mine = "" if shard is None else f"{shard[0]}/{shard[1]}"
+        now = time.time()
+        conn = self._read
+
+        def claim() -> None:
+            with self._lock:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for other, holder, pid, host, expires in conn.execute(
+                        "SELECT shard, run_id, pid, host, expires FROM leases "
+                        "WHERE model = ? AND variant = ?",
+                        (model, variant),
+                    ).fetchall():
+                        if holder == run_id or expires < now or not _alive(pid, host):
+                            continue
+                        if _overlap(mine, other):
+                            raise StoreError(
+                                f"another sweep is writing {model!r} (configuration {variant}) "
+                                f"into {str(self.path)!r}: run {holder}, pid {pid} on {host}"
+                                f"{f', shard {other}' if other else ''}. Two sweeps of one "
+                                "configuration would pay for the same trials twice: wait for "
+                                "it, or split the work with shard=(i, k) / processes=N"
+                            )
+                    conn.execute(
+                        "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (model, variant, mine, run_id, os.getpid(), _HOST, now + ttl_s),
+                    )
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
+
+        _retry_locked(claim, self._busy_timeout_ms)
+
+    def renew_lease(self, run_id: str, ttl_s: float = LEASE_TTL_S) -> None:
+        """Extend every lease of ``run_id`` by ``ttl_s`` from now."""
+        self._locked_write(
+            "UPDATE leases SET expires = ? WHERE run_id = ?", (time.time() + ttl_s, run_id)
+        )
+
+    def release_lease(self, run_id: str) -> None:
+        """Drop every lease of ``run_id`` (its sweep has ended)."""
+        self._locked_write("DELETE FROM leases WHERE run_id = ?", (run_id,))
+
+    def _locked_write(self, sql: str, args: Sequence[Any]) -> None:
+        def write() -> None:
+            with self._lock, self._read:
+                self._read.execute(sql, args)
+
+        try:
+            _retry_locked(write, self._busy_timeout_ms)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot write store {str(self.path)!r}: {exc}") from exc
+
+    def run_requests(self, run_id: str) -> list[str] | None:
+        """The request ids a run covered (None for runs recorded before this table existed)."""
+        rows = self._query("SELECT request_id FROM run_requests WHERE run_id=?", (run_id,))
+        return [r[0] for r in rows] if rows else None
+
+    def variants(self, model: str) -> list[str]:
+        """The configurations (``Trial.variant``) of one model's stored trials."""
+        rows = self._query("SELECT DISTINCT variant FROM trials WHERE model=?", (model,))
+        return sorted(r[0] for r in rows)
 
     def conditions(self) -> dict[str, Condition]:
         """Every stored condition by id."""
@@ -488,19 +689,27 @@ class Store(BatchBookkeeping):
         out = [Request.model_validate_json(r[0]) for r in rows]
         return {r.id: r for r in out}
 
-    def trial_table(self, model: str | None = None, run: str | None = None) -> list[Any]:
+    def trial_table(
+        self, model: str | None = None, run: str | None = None, variant: str | None = None
+    ) -> list[Any]:
         """Flat trial rows for the results table (no JSON parsing)."""
-        return [row for chunk in self.trial_table_chunks(model, run) for row in chunk]
+        chunks = self.trial_table_chunks(model, run, variant=variant)
+        return [row for chunk in chunks for row in chunk]
 
     def trial_table_chunks(
-        self, model: str | None = None, run: str | None = None, size: int = 50_000
+        self,
+        model: str | None = None,
+        run: str | None = None,
+        size: int = 50_000,
+        *,
+        variant: str | None = None,
     ) -> Iterator[list[Any]]:
         """:meth:`trial_table` in chunks of ``size`` rows, read from one snapshot.
 
         The results table of a million trials is built chunk by chunk from this, so the rows
         never sit in memory all at once as Python tuples (about 0.6 GiB at a million).
         """
-        where, args = _where(model=model, run_id=run)
+        where, args = _where(model=model, run_id=run, variant=variant)
         return self._chunks(
             "SELECT model, condition_id, request_id, sample, status, error, input_tokens, "
             f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
@@ -536,7 +745,12 @@ class Store(BatchBookkeeping):
     # -- the results table's reads (columns) -----------------------------------------------------
 
     def frame_trial_columns(
-        self, model: str, run: str | None = None, size: int = 50_000
+        self,
+        model: str,
+        run: str | None = None,
+        size: int = 50_000,
+        *,
+        variant: str | None = None,
     ) -> Iterator[dict[str, npt.NDArray[Any]]]:
         """One model's trials (one run's, if given) as columns, in ranges of ``size`` rowids.
 
@@ -549,7 +763,7 @@ class Store(BatchBookkeeping):
         cell unless the whole range is 0 (a text form of a REAL is not exact). A range whose
         values hold the separator, or that does not come in rowid order, is read row by row.
         """
-        where, args = _where(model=model, run_id=run)
+        where, args = _where(model=model, run_id=run, variant=variant)
         with self._snapshot() as conn:
             top = conn.execute("SELECT max(rowid) FROM trials").fetchone()[0] or 0
             for start in range(0, top, size):
@@ -660,7 +874,14 @@ class Store(BatchBookkeeping):
         try:
             conn.execute("ATTACH DATABASE ? AS src", (str(other),))
             with conn:
-                for table in ("texts", "completions", "runs", "conditions", "requests"):
+                for table in (
+                    "texts",
+                    "completions",
+                    "runs",
+                    "run_requests",
+                    "conditions",
+                    "requests",
+                ):
                     conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM src.{table}")
                 conn.execute(
                     "INSERT OR REPLACE INTO main.trials SELECT s.* FROM src.trials s WHERE NOT "
@@ -685,6 +906,7 @@ class Store(BatchBookkeeping):
             "requests",
             "batches",
             "batch_items",
+            "leases",
         }:
             raise StoreError(f"unknown table {table!r}")
         return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
@@ -694,8 +916,8 @@ class Store(BatchBookkeeping):
 _INSERTS: dict[str, tuple[str, int]] = {
     "texts": ("IGNORE", 2),
     "completions": ("IGNORE", 6),
-    "trials": ("REPLACE", 16),
-    "labels": ("REPLACE", 7),
+    "trials": ("REPLACE", 18),
+    "labels": ("REPLACE", 8),
 }
 
 #: Rows per multi-row INSERT at most. Why not ``executemany``: the sqlite3 module releases the
@@ -717,6 +939,27 @@ def _insert(conn: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -
         chunk = rows[start : start + size]
         conn.execute(_insert_sql(table, size), [v for row in chunk for v in row])
         start += size
+
+
+def _drop_stale_labels(conn: sqlite3.Connection, trial_rows: list[tuple[Any, ...]]) -> None:
+    """Delete the labels of trials about to be rewritten with another transcript.
+
+    A label describes the reply it read (``Label.transcript``). When a trial is rewritten
+    with a different reply (a retried failure, a re-run after ``cache prune`` on an API that
+    does not repeat itself), its stored labels describe a transcript that no longer exists:
+    they go in the same transaction, so no reader sees them beside the new reply and a judge
+    run labels the trial again. The batch's own labels (of the new reply) are inserted after.
+    Rows of schema-1 stores have no recorded transcript and are left alone.
+    """
+    for start in range(0, len(trial_rows), 400):
+        chunk = trial_rows[start : start + 400]
+        values = ", ".join(["(?, ?)"] * len(chunk))
+        conn.execute(
+            f"WITH new(key, transcript) AS (VALUES {values}) "
+            "DELETE FROM labels WHERE trial_key IN (SELECT t.key FROM trials t JOIN new n "
+            "ON t.key = n.key WHERE t.transcript != '' AND t.transcript != n.transcript)",
+            [v for row in chunk for v in (row[0], row[-1])],
+        )
 
 
 def _chunk_sizes(n: int, cap: int) -> list[int]:
@@ -1007,6 +1250,103 @@ def _code_new_kinds(conn: sqlite3.Connection, kinds: _Kinds, codes: npt.NDArray[
     number = kinds.number
     kind = [number[(str(c), str(h), str(v))] for c, h, v in (found[i] for i in ids)]
     codes[new] = 9 * np.array(kind, dtype=np.int64) + flags
+
+
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int, host: str) -> bool:
+    """Whether a lease holder may still run (a process of another host: assume it does)."""
+    if host != _HOST:
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _overlap(mine: str, other: str) -> bool:
+    """Whether two leases' shards ("" = everything, "i/k") can hold the same trial."""
+    if not mine or not other:
+        return True
+    (i, k), (j, m) = mine.split("/"), other.split("/")
+    return k != m or i == j
+
+
+#: The tables every afperturb store has (batch tables are added on open; not required).
+_REQUIRED_TABLES = (
+    "meta",
+    "texts",
+    "completions",
+    "trials",
+    "labels",
+    "runs",
+    "conditions",
+    "requests",
+)
+
+
+def _check_existing(path: Path) -> None:
+    """Refuse, without writing a byte, a path that is not an existing afperturb store."""
+    if not path.is_file():
+        raise StoreError(f"no store at {str(path)!r}")
+    try:
+        conn = _connect_read_only(path, 5_000)
+        try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            version = (
+                conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{str(path)!r} is not an afperturb store: {exc}") from exc
+    if version is None:
+        raise StoreError(
+            f"{str(path)!r} is not an afperturb store (it has no afperturb meta table"
+            f"{'; tables: ' + ', '.join(sorted(tables)) if tables else ', it is empty'})"
+        )
+    missing = [t for t in _REQUIRED_TABLES if t not in tables]
+    if missing:
+        raise StoreError(
+            f"store {str(path)!r} is missing table(s) {', '.join(missing)}: it is damaged "
+            "(restore it from a copy; afperturb does not re-create them empty)"
+        )
+
+
+def _read_only(path: Path) -> bool:
+    """Whether the store file or its folder (WAL and shm files live there) cannot be written."""
+    return not (os.access(path, os.W_OK) and os.access(path.parent or Path("."), os.W_OK))
+
+
+def _connect_read_only(path: Path, busy_timeout_ms: int) -> sqlite3.Connection:
+    """A read-only connection; ``immutable`` where the folder cannot hold WAL/shm files."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    if not os.access(path.parent or Path("."), os.W_OK):
+        # SQLite cannot open the WAL index here; "immutable" reads the main file alone, which
+        # is the whole store only when the WAL holds nothing (a checkpointed, closed store).
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise StoreError(
+                f"store {str(path)!r} has writes still in {wal.name} and its folder cannot be "
+                "written, so they cannot be read: copy the store with its -wal file to a "
+                "writable folder, or open it once where its folder is writable"
+            )
+        uri += "&immutable=1"
+    try:
+        conn = sqlite3.connect(
+            uri, uri=True, timeout=busy_timeout_ms / 1000, check_same_thread=False
+        )
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open store {str(path)!r}: {exc}") from exc
+    return conn
 
 
 def _where(**filters: Any) -> tuple[str, list[Any]]:

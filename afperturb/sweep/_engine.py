@@ -11,6 +11,7 @@ new work, so a crash loses at most the in-flight trials.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import random
 import time
@@ -41,6 +42,7 @@ from afperturb.store import (
     cache_key,
     canonical_json,
     model_hash,
+    run_variant,
     scrub,
 )
 from afperturb.sweep._config import SweepConfig
@@ -171,6 +173,7 @@ class _Engine:
         self.model_name = model.name
         self.pricer = Pricer(model.name)
         self.model_hash = model_hash(model.config())
+        self.variant = sweep_variant(perturbation, self.model_hash, cfg)
         rpm, tpm = cfg.rate_limit if cfg.rate_limit is not None else (None, None)
         self.limiter = AdaptiveLimiter(cfg.concurrency, rpm, tpm, clock=clock, sleep=sleep)
         self.deadlines = Deadlines(cfg.timeout)
@@ -307,6 +310,7 @@ class _Engine:
             completions=tuple(completions),
             cache_key=keys[0] if keys else key,
             cost_usd=sum(self.pricer(c.usage) or 0.0 for c in completions),
+            variant=self.variant,
         )
         labels = (
             tuple([label(trial, condition, request) for label in self.labellers])
@@ -356,6 +360,28 @@ class _Engine:
             )
 
 
+async def _renew(db: Store, run_id: str) -> None:
+    """Keep this sweep's lease alive (every third of its time to live) until cancelled."""
+    from afperturb.store._store import LEASE_TTL_S
+
+    while True:
+        await asyncio.sleep(LEASE_TTL_S / 3)
+        await asyncio.to_thread(db.renew_lease, run_id)
+
+
+def sweep_variant(perturbation: object, model_config_hash: str, cfg: SweepConfig) -> str:
+    """The configuration id of this sweep's trials (:func:`afperturb.store.run_variant`)."""
+    scenario = getattr(perturbation, "scenario", None)
+    hashes = getattr(scenario, "template_hashes", None)
+    return run_variant(
+        model_config_hash,
+        seed=cfg.seed,
+        params=cfg.params,
+        max_turns=cfg.max_turns,
+        template_hashes=hashes() if callable(hashes) else {},
+    )
+
+
 def _work(
     conditions: Sequence[Condition],
     requests: Sequence[Request],
@@ -363,6 +389,7 @@ def _work(
     skip: set[str],
     model_name: str,
     shard: tuple[int, int] | None = None,
+    variant: str = "",
 ) -> Iterator[tuple[Condition, Request, int]]:
     from afperturb.records import trial_key
 
@@ -373,8 +400,12 @@ def _work(
         for request in requests:
             for sample in range(samples):
                 key = trial_key(model_name, condition.id, request.id, sample)
-                if skip and key in skip:
+                if (
+                    skip
+                    and trial_key(model_name, condition.id, request.id, sample, variant) in skip
+                ):
                     continue
+                # Shards split the grid (the key without its variant), as shard.plan() does.
                 if parts > 1 and shard_of(key, parts) != part:
                     continue
                 yield condition, request, sample
@@ -420,6 +451,7 @@ def manifest(
         "params": cfg.params.model_dump(mode="json"),
         "max_turns": cfg.max_turns,
         "classifiers": {c.name: c.config_hash for c in classifiers},
+        "variant": sweep_variant(perturbation, model_hash(model.config()), cfg),
         "mode": cfg.mode,  # issue 8: how it ran, and which part (not compared by merge)
         "shard": list(cfg.shard) if cfg.shard is not None else None,
     }
@@ -451,21 +483,28 @@ async def run_sweep(
     engine = _Engine(perturbation, backend, cfg, db, clfs, run_id, clock, sleep)
     skip: set[str] = set()
     batch_info: dict[str, Any] = {}
+    renewing: asyncio.Task[None] | None = None
     try:
         if db is not None:
+            # Refused here, before anything is sent, when another live sweep of this
+            # configuration writes into the same store (it would pay for the same trials).
+            await asyncio.to_thread(
+                db.acquire_lease, backend.name, engine.variant, run_id, cfg.shard
+            )
+            renewing = asyncio.create_task(_renew(db, run_id))
             info = manifest(perturbation, backend, cfg, conditions, reqs, clfs, created)
             await asyncio.to_thread(
                 db.put_run, run_id, backend.name, created, info, conditions, reqs
             )
             if not cfg.retry_failed:
-                skip = {t.key for t in db.trials(model=backend.name, status="failed")}
+                failed = db.trials(model=backend.name, status="failed", variant=engine.variant)
+                skip = {t.key for t in failed}
         total = len(conditions) * len(reqs) * cfg.samples
-        work = _work(conditions, reqs, cfg.samples, skip, backend.name, cfg.shard)
+        grid = (conditions, reqs, cfg.samples, skip, backend.name, cfg.shard, engine.variant)
+        work = _work(*grid)
         if cfg.shard is not None:  # issue 8 (H8): the progress total of this shard only
-            total = sum(
-                1 for _ in _work(conditions, reqs, cfg.samples, skip, backend.name, cfg.shard)
-            )
-            work = _work(conditions, reqs, cfg.samples, skip, backend.name, cfg.shard)
+            total = sum(1 for _ in _work(*grid))
+            work = _work(*grid)
         if cfg.mode == "batch":  # issue 8 (H8): provider batch APIs instead of the worker pool
             from afperturb.batch import run_batch
 
@@ -479,6 +518,11 @@ async def run_sweep(
         if db is not None:
             await asyncio.to_thread(db.flush)
     finally:
+        if renewing is not None:
+            renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewing
+            await asyncio.shield(asyncio.to_thread(db.release_lease, run_id))  # type: ignore[union-attr]
         if owned and db is not None:
             await asyncio.to_thread(db.stop_writer)
         if isinstance(model, str):
@@ -505,6 +549,7 @@ async def run_sweep(
             samples=cfg.samples,
             stopped_reason=state.stopped_reason,
             run_info=info,
+            variant=engine.variant,
         )
     return SweepResult.from_rows(
         state.rows, conditions, stopped_reason=state.stopped_reason, run_info=info

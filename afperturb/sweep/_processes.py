@@ -230,7 +230,8 @@ async def run_processes(
     """Run ``cfg.processes`` forked shard workers on one store and read their result."""
     from afperturb.results import SweepResult
     from afperturb.store import Store as _Store
-    from afperturb.sweep._engine import resolve_model
+    from afperturb.store import model_hash
+    from afperturb.sweep._engine import resolve_model, sweep_variant
 
     path = check(cfg, store)
     ctx = multiprocessing.get_context("fork")
@@ -259,7 +260,9 @@ async def run_processes(
             send.close()
             workers.append((proc, receive))
         lifeline.close_read()
-        name = resolve_model(model).name if isinstance(model, str) else model.name
+        backend = resolve_model(model) if isinstance(model, str) else model
+        name = backend.name
+        variant = sweep_variant(perturbation, model_hash(backend.config()), cfg)
         # Opened only now: a forked worker must not inherit a connection the parent uses.
         db = store if isinstance(store, _Store) else _Store.open(path)
         conditions = list(perturbation.conditions())
@@ -296,6 +299,7 @@ async def run_processes(
         samples=cfg.samples,
         stopped_reason=stopped,
         run_info=info,
+        variant=variant,
     )
 
 
