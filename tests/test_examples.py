@@ -32,14 +32,14 @@ NOTEBOOKS = sorted(EXAMPLES.glob("*.ipynb"))
 #: Text each notebook must print: the numbers it exists to show.
 EXPECTED: dict[str, tuple[str, ...]] = {
     "quickstart": (
-        "17 axes:",
+        "22 axes:",
         "-<subscription>Pro</subscription>",
         "second run served from the cache: True",
         "1 supported, 3 not_tested",
     ),
     "paper_three_tests": (
         "sim/opus-like: 200 requests per condition (simulated)",
-        "49 conditions",
+        "39 conditions",
         "4 of 4 verdicts match the planted motives",
     ),
     "custom_axis": (
@@ -57,22 +57,22 @@ DOC_PAGES = ("index.md", "quickstart.md", "extending.md", "migrating.md")
 DOC_EXPECTED: dict[str, tuple[str, ...]] = {
     "index.md": ("{'hypothesis': 'rater_sycophancy', 'verdict': 'supported'}",),
     "quickstart.md": (
-        "c30c7f1f92db8 pro False True",
-        "{'enterprise': 0.12, 'free': 0.3, 'pro': 0.31}",
-        "<GapEstimate estimate=0.1931 ci_low=0.1311 ci_high=0.2551 pvalue=2.886e-09>",
+        "cf7d79acfaef3 pro False True",
+        "{'enterprise': 0.13, 'free': 0.26, 'pro': 0.27}",
+        "<GapEstimate estimate=0.1468 ci_low=0.08632 ci_high=0.2072 pvalue=2.798e-06>",
         "1 supported, 3 not_tested",
-        "<CostEstimate openai/gpt-4o: 4900 trials, 7,746,448 tokens, $48.77",
+        "<CostEstimate openai/gpt-4o: 3900 trials, 36,107,008 tokens, $113.67",
     ),
     "extending.md": (
         "4 [] []",
         "{'rejected': 4}",
         "<JudgeRun evasive: 4 labelled, 0 skipped, 0 errors, 2 requests (2 cached)>",
         "<JudgeRun evasive: 0 labelled, 4 skipped, 0 errors, 0 requests (0 cached)>",
-        "paired 198 0.091 True",
+        "paired 195 0.159 True",
     ),
     "migrating.md": (
         "<is_free_tier_user>true</is_free_tier_user>",
-        "paired 196",
+        "paired 194",
         "{('free', 'accepted'): 2, ('paid', 'accepted'): 1, ('paid', 'rejected'): 1}",
         "4 ['system', 'user']",
     ),
