@@ -88,8 +88,8 @@ def test_write_atomic_failing_mid_write_keeps_the_old_file(
         def __exit__(self, *exc: object) -> None:
             os.close(self.fd)
 
-        def write(self, text: str) -> int:
-            os.write(self.fd, text[: len(text) // 2].encode())
+        def write(self, data: bytes) -> int:
+            os.write(self.fd, data[: len(data) // 2])
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(_write, "open", FullDisk, raising=False)
@@ -111,3 +111,26 @@ def test_write_atomic_replaces_and_keeps_the_file_mode(tmp_path: Path) -> None:
     assert target.read_text(encoding="utf-8") == "second\n"
     assert target.stat().st_mode & 0o777 == 0o640
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.md"]
+
+
+def test_a_failed_figure_write_leaves_the_previous_png(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """report.md links the PNGs: a full disk must not leave it pointing at a broken image."""
+    pytest.importorskip("matplotlib")
+    from afperturb.report import figures
+
+    figures.write_figures(make_trials(), make_table(), tmp_path, dpi=40)
+    before = _snapshot(tmp_path)
+    assert "forest.png" in before
+
+    def full_disk(path: Path, data: str | bytes) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_bytes(bytes(data[:10]) if isinstance(data, bytes) else b"")
+        tmp.unlink()  # what write_atomic does on ENOSPC: the partial copy goes
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(_write, "write_atomic", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        figures.write_figures(make_trials(seed=1), make_table(), tmp_path, dpi=40)
+    assert _snapshot(tmp_path) == before  # was: savefig over the old PNG in place

@@ -128,8 +128,8 @@ def write_report(
     )
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` (UTF-8) all at once, or leave it as it was.
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` with ``text`` (UTF-8; or ``bytes`` as they are) all at once, or not.
 
     The text goes to a temporary file in the same directory (so the rename never crosses a
     file system), is fsynced, and then :func:`os.replace` swaps it in: readers see the old file
@@ -144,8 +144,9 @@ def write_atomic(path: Path, text: str) -> None:
         mode = None
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        data = text.encode("utf-8") if isinstance(text, str) else text
+        with open(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         if mode is not None:

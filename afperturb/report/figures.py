@@ -13,6 +13,7 @@ turns those into stated reasons instead of failing the report.
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -288,7 +289,13 @@ def write_figures(
             continue
         out.mkdir(parents=True, exist_ok=True)
         path = out / f"{name}.png"
-        fig.savefig(path, dpi=dpi, format="png")
+        # Rendered in memory, then swapped in whole: a failed write (a full disk) leaves the
+        # previous figure, which report.md links, as it was.
+        from afperturb.report._write import write_atomic
+
+        png = io.BytesIO()
+        fig.savefig(png, dpi=dpi, format="png")
+        write_atomic(path, png.getvalue())
         written[name] = path
     return FigureFiles(written=written, skipped=skipped)
 
