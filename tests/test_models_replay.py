@@ -67,7 +67,7 @@ async def test_store_path_is_read_lazily(monkeypatch: pytest.MonkeyPatch) -> Non
 
     class FakeStore:
         @classmethod
-        def open(cls, path: str) -> FakeStore:
+        def open(cls, path: str, **options: object) -> FakeStore:
             opened.append(path)
             return cls()
 
