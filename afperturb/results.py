@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from afperturb.classify import _provenance
+from afperturb.classify import _provenance, outcomes
 from afperturb.errors import AfperturbWarning, DesignError, unknown_choice
 from afperturb.records import (
     FRAME_COLUMNS,
@@ -175,12 +175,14 @@ class _Part:
                 continue
             yield t
 
-    def labels(self) -> Iterator[Label]:
+    def labels(self, classifier: str | None = None) -> Iterator[Label]:
         if self.store is not None:
-            yield from self.store.labels()
+            yield from self.store.labels(classifier=classifier)
         else:
             for r in self.rows:
-                yield from r.labels
+                for lab in r.labels:
+                    if classifier is None or lab.classifier == classifier:
+                        yield lab
 
 
 def _latest_variant(db: Store, model: str, manifests: Sequence[Mapping[str, Any]]) -> str | None:
@@ -877,7 +879,81 @@ class SweepResult:
                 columns[name] = _series(_none_for_missing(plain) if name == "error" else plain)
         for name, values in resolved.items():
             columns[name] = _series(values[label_rows])  # None where missing already
-        return pd.DataFrame(columns, columns=[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS], copy=False)
+        columns.update(self._partial_columns(trials.plain["key"][order]))
+        frame = pd.DataFrame(columns, columns=[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS], copy=False)
+        frame["outcome"] = outcomes.frame_outcomes(frame)
+        return frame
+
+    def _partial_columns(self, keys: npt.NDArray[np.object_]) -> dict[str, pd.Series]:
+        """``partial`` / ``partial_source`` / ``partial_error`` from the partial-compliance judge.
+
+        That judge sets no boolean on its labels (its ``value`` is ``partial``, ``not_partial``
+        or ``maybe``: :func:`~afperturb.classify.outcomes.partial_verdict`), so it is read
+        here rather than by the label codes. Of several configs, the one named by
+        :meth:`prefer`, then that of its latest labelling run, then the one that labelled
+        most trials wins, as for the other judges; a failed label (``error``) is never a
+        verdict and names itself in ``partial_error``.
+        """
+        name = outcomes.PARTIAL_JUDGE
+        labels: list[Label] = []
+        seen: set[int] = set()
+        for p in self.parts:  # parts of one store share its labels: read them once
+            if p.store is not None:
+                if id(p.store) in seen:
+                    continue
+                seen.add(id(p.store))
+            labels.extend(p.labels(name))
+        n = len(keys)
+        out = {
+            "partial": pd.Series(pd.array([pd.NA] * n, dtype="boolean")),
+            "partial_source": pd.Series([None] * n, dtype=object),
+            "partial_error": pd.Series([None] * n, dtype=object),
+        }
+        if not labels:
+            return out
+        counts: dict[str, int] = {}
+        for lab in labels:
+            counts[lab.config_hash] = counts.get(lab.config_hash, 0) + 1
+        wanted = dict(self.preferred).get(name, "")
+        latest = self._latest().get(name, "")
+
+        def rank(config: str) -> tuple[bool, bool, int, str]:
+            return (
+                not (wanted and config.startswith(wanted)),
+                config != latest,
+                -counts[config],
+                config,
+            )
+
+        best: dict[str, tuple[tuple[bool, bool, int, str], Label]] = {}
+        failed: dict[str, Label] = {}
+        for lab in labels:
+            if lab.value == _provenance.FAILED:
+                failed.setdefault(lab.trial_key, lab)
+                continue
+            if outcomes.partial_verdict(lab.value) is None:
+                continue
+            r = rank(lab.config_hash)
+            if lab.trial_key not in best or r < best[lab.trial_key][0]:
+                best[lab.trial_key] = (r, lab)
+        verdict: list[bool | None] = [None] * n
+        source: list[str | None] = [None] * n
+        error: list[str | None] = [None] * n
+        for i, key in enumerate(keys):
+            found = best.get(key)
+            if found is not None:
+                lab = found[1]
+                verdict[i] = outcomes.partial_verdict(lab.value)
+                source[i] = _provenance.source(name, lab.config_hash)
+            bad = failed.get(key)
+            if bad is not None:
+                error[i] = (
+                    f"{_provenance.source(name, bad.config_hash)}: {bad.details.get('error', '')}"
+                )
+        out["partial"] = pd.Series(pd.array(verdict, dtype="boolean"))
+        out["partial_source"] = pd.Series(source, dtype=object)
+        out["partial_error"] = pd.Series(error, dtype=object)
+        return out
 
     def _latest(self) -> dict[str, str]:
         """Per classifier, the config of its most recent run in these parts' stores."""

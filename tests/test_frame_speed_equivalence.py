@@ -183,7 +183,10 @@ def old_frame(res: SweepResult) -> pd.DataFrame:
     cond_frame, axes = _condition_frame(res.conditions)
     df = df.merge(cond_frame, on="condition_id", how="left")
     df = df.sort_values(["model", "condition_id", "request_id", "sample"], kind="stable")
-    df = df[[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS]].reset_index(drop=True)
+    # The columns derived after the label columns (issue 15: partial, outcome) came later;
+    # tests/test_results.py checks them.
+    df = df[[*HEAD_COLUMNS, *axes, *(c for c in TAIL_COLUMNS if c not in _LATER)]]
+    df = df.reset_index(drop=True)
     return old_typed(df, axes)
 
 
@@ -490,7 +493,11 @@ CASES = [
 ]
 
 
+_LATER = ("partial", "partial_source", "partial_error", "outcome")
+
+
 def _assert_same(new: pd.DataFrame, old: pd.DataFrame, case: str) -> None:
+    new = new.drop(columns=list(_LATER))
     if case == "one run":
         # load(run=) holds only that run's model (issue 14). The old table read a part with
         # no rows as object columns, and concatenating demoted model, condition_id,
@@ -582,7 +589,8 @@ def test_labels_of_kinds_learnt_late_or_too_many_give_the_same_frame(
 def test_empty_results_have_the_columns(built: _Built) -> None:
     res = SweepResult.load(built.db).filter(model="nobody")
     new, old = res.to_frame(), old_frame(res)
-    assert new.empty and old.empty and list(new.columns) == list(old.columns)
+    assert new.empty and old.empty
+    assert [c for c in new.columns if c not in _LATER] == list(old.columns)
 
 
 def test_len_repr_and_labels_without_the_frame(built: _Built) -> None:
@@ -680,7 +688,7 @@ def test_awkward_values_take_the_row_by_row_reads(
         monkeypatch.setattr(Store, name, sized)
     res = SweepResult.from_store(Store.open(db), model="m'odel", conditions=[cond, other, odd])
     new, old = res.to_frame(), old_frame(res)
-    pd.testing.assert_frame_equal(new, old)
+    pd.testing.assert_frame_equal(new.drop(columns=list(_LATER)), old)
     assert new["latency_s"].gt(0).any() and new["cost_usd"].gt(0).any()
     assert new["request_id"].str.contains("\x1f").any() and new["error"].notna().any()
     assert new["condition_id"].str.contains("\x1f").any()

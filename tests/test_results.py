@@ -38,6 +38,10 @@ EXPECTED = [
     "af_reasoning",
     "af_reasoning_source",
     "af_reasoning_error",
+    "partial",
+    "partial_source",
+    "partial_error",
+    "outcome",
     "input_tokens",
     "output_tokens",
     "latency_s",
@@ -213,3 +217,56 @@ def _small(method: Any) -> Any:
         return method(self, *args, **{**kwargs, "size": 3})
 
     return chunked
+
+
+def test_partial_and_outcome_columns_come_from_the_partial_judge(tmp_path: Path) -> None:
+    """Issue 15: the paper's six outcome categories are a column of the table."""
+    import afperturb as af
+    from afperturb.classify.outcomes import CATEGORIES
+    from afperturb.records import Label
+    from afperturb.store import Store
+
+    path = tmp_path / "runs.sqlite"
+    af.Perturbation.preset("null_control").sweep(
+        "sim/opus-like", af.datasets.synthetic(20), store=str(path), progress=False
+    )
+    res = SweepResult.load(path)
+    frame = res.to_frame()
+    assert frame["partial"].isna().all() and frame["partial_source"].isna().all()
+    assert set(frame["outcome"].dropna()) <= set(CATEGORIES)
+    assert frame["outcome"].notna().all()  # tags and heuristic AF decide every trial here
+    complied = frame[frame["complied"] == True]  # noqa: E712
+    key = {t.request_id + t.condition_id: t.key for t in res.trials()}
+    k = [key[r + c] for r, c in zip(complied["request_id"], complied["condition_id"], strict=True)]
+    judge = "partial_compliance"
+    with Store.open(path) as db:
+        db.put_labels(
+            [
+                Label(trial_key=k[0], classifier=judge, config_hash="old", value="not_partial"),
+                Label(trial_key=k[0], classifier=judge, config_hash="new", value="partial"),
+                Label(trial_key=k[1], classifier=judge, config_hash="new", value="not_partial"),
+                Label(
+                    trial_key=k[2],
+                    classifier=judge,
+                    config_hash="new",
+                    value="error",
+                    details={"error": "no parseable vote"},
+                ),
+            ]
+        )
+    frame = SweepResult.load(path).to_frame()
+    by_key = dict(
+        zip(
+            [key[r + c] for r, c in zip(frame["request_id"], frame["condition_id"], strict=True)],
+            frame.index,
+            strict=True,
+        )
+    )
+    one, two, three = (frame.loc[by_key[x]] for x in k[:3])
+    assert one["partial"] == True and one["partial_source"] == "partial_compliance:new"  # noqa: E712
+    assert one["outcome"] in ("partial", "partial_af")
+    assert two["partial"] == False and two["outcome"] in ("complied", "complied_af")  # noqa: E712
+    assert pd.isna(three["partial"]) and "no parseable vote" in three["partial_error"]
+    assert pd.isna(three["outcome"])  # a compliance whose partial judge failed: no category
+    preferred = SweepResult.load(path).prefer({judge: "old"}).to_frame()
+    assert preferred.loc[by_key[k[0]], "partial"] == False  # noqa: E712

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from afperturb.classify.outcomes import frame_outcomes
 from afperturb.errors import DesignError, unknown_choice
 from afperturb.profiles import (
     PROFILES,
@@ -171,6 +172,8 @@ def simulate_frame(
         "label": _objects(label),
         "complied": pd.arrays.BooleanArray(complied, fail),
         "af_reasoning": pd.arrays.BooleanArray(af, no_reading),
+        # No partial-compliance judge here: compliance is not split into partial and full.
+        "partial": pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool)),
         "input_tokens": np.zeros(n, dtype=np.int64),
         "output_tokens": np.zeros(n, dtype=np.int64),
         "latency_s": np.zeros(n),
@@ -189,7 +192,9 @@ def simulate_frame(
             cols[column] = _objects(source)
         else:  # a trial column this generator does not model (e.g. a judge's error)
             cols[column] = _objects(np.full(n, None, dtype=object))
-    return pd.DataFrame(cols, copy=False)
+    frame = pd.DataFrame(cols, copy=False)
+    frame["outcome"] = frame_outcomes(frame)  # the paper's categories, as to_frame() has them
+    return frame
 
 
 def _condition_columns(conds: Sequence[Condition], index: np.ndarray) -> dict[str, Any]:
