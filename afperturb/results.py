@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import html
+import json
 import math
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -879,81 +880,72 @@ class SweepResult:
                 columns[name] = _series(_none_for_missing(plain) if name == "error" else plain)
         for name, values in resolved.items():
             columns[name] = _series(values[label_rows])  # None where missing already
-        columns.update(self._partial_columns(trials.plain["key"][order]))
+        columns.update(self._partial_columns(labels, n_keys, label_rows))
         frame = pd.DataFrame(columns, columns=[*HEAD_COLUMNS, *axes, *TAIL_COLUMNS], copy=False)
         frame["outcome"] = outcomes.frame_outcomes(frame)
         return frame
 
-    def _partial_columns(self, keys: npt.NDArray[np.object_]) -> dict[str, pd.Series]:
+    def _partial_columns(
+        self, labels: _provenance.LabelColumns, n_keys: int, rows: npt.NDArray[np.int64]
+    ) -> dict[str, pd.Series]:
         """``partial`` / ``partial_source`` / ``partial_error`` from the partial-compliance judge.
 
         That judge sets no boolean on its labels (its ``value`` is ``partial``, ``not_partial``
-        or ``maybe``: :func:`~afperturb.classify.outcomes.partial_verdict`), so it is read
-        here rather than by the label codes. Of several configs, the one named by
-        :meth:`prefer`, then that of its latest labelling run, then the one that labelled
-        most trials wins, as for the other judges; a failed label (``error``) is never a
-        verdict and names itself in ``partial_error``.
+        or ``maybe``: :func:`~afperturb.classify.outcomes.partial_verdict`), so its cells come
+        from the labels already read for the other columns (no second read of the store).
+        Of several configs, the one named by :meth:`prefer`, then that of its latest
+        labelling run, then the one that labelled most trials wins, as for the other judges;
+        a failed label (``error``) is never a verdict and names itself in ``partial_error``.
+        ``rows`` maps each row of the table to its trial's position among the ``n_keys`` keys.
         """
         name = outcomes.PARTIAL_JUDGE
-        labels: list[Label] = []
-        seen: set[int] = set()
-        for p in self.parts:  # parts of one store share its labels: read them once
-            if p.store is not None:
-                if id(p.store) in seen:
-                    continue
-                seen.add(id(p.store))
-            labels.extend(p.labels(name))
-        n = len(keys)
-        out = {
-            "partial": pd.Series(pd.array([pd.NA] * n, dtype="boolean")),
-            "partial_source": pd.Series([None] * n, dtype=object),
-            "partial_error": pd.Series([None] * n, dtype=object),
-        }
-        if not labels:
-            return out
+        if name not in labels.classifiers:  # the usual case: no partial judge ran
+            n = len(rows)
+            return {
+                "partial": pd.Series(pd.arrays.BooleanArray(np.zeros(n, bool), np.ones(n, bool))),
+                "partial_source": pd.Series(np.full(n, None, dtype=object)),
+                "partial_error": pd.Series(np.full(n, None, dtype=object)),
+            }
+        verdict: list[bool | None] = [None] * n_keys
+        source: list[str | None] = [None] * n_keys
+        error: list[str | None] = [None] * n_keys
+        code = labels.classifiers.index(name)
+        mine = np.flatnonzero((labels.classifier == code) & (labels.trial >= 0))
+        configs = [labels.configs[i] for i in labels.config[mine]]
         counts: dict[str, int] = {}
-        for lab in labels:
-            counts[lab.config_hash] = counts.get(lab.config_hash, 0) + 1
+        for config in configs:
+            counts[config] = counts.get(config, 0) + 1
         wanted = dict(self.preferred).get(name, "")
         latest = self._latest().get(name, "")
-
-        def rank(config: str) -> tuple[bool, bool, int, str]:
-            return (
+        best: dict[int, tuple[tuple[bool, bool, int, str], bool]] = {}
+        for i, config in zip(mine, configs, strict=True):
+            t = int(labels.trial[i])
+            value = labels.values[labels.value[i]]
+            if value == _provenance.FAILED:
+                if error[t] is None:
+                    detail = json.loads(labels.failure[i] or "{}").get("details", {})
+                    error[t] = f"{_provenance.source(name, config)}: {detail.get('error', '')}"
+                continue
+            found = outcomes.partial_verdict(value)
+            if found is None:
+                continue
+            rank = (
                 not (wanted and config.startswith(wanted)),
                 config != latest,
                 -counts[config],
                 config,
             )
-
-        best: dict[str, tuple[tuple[bool, bool, int, str], Label]] = {}
-        failed: dict[str, Label] = {}
-        for lab in labels:
-            if lab.value == _provenance.FAILED:
-                failed.setdefault(lab.trial_key, lab)
-                continue
-            if outcomes.partial_verdict(lab.value) is None:
-                continue
-            r = rank(lab.config_hash)
-            if lab.trial_key not in best or r < best[lab.trial_key][0]:
-                best[lab.trial_key] = (r, lab)
-        verdict: list[bool | None] = [None] * n
-        source: list[str | None] = [None] * n
-        error: list[str | None] = [None] * n
-        for i, key in enumerate(keys):
-            found = best.get(key)
-            if found is not None:
-                lab = found[1]
-                verdict[i] = outcomes.partial_verdict(lab.value)
-                source[i] = _provenance.source(name, lab.config_hash)
-            bad = failed.get(key)
-            if bad is not None:
-                error[i] = (
-                    f"{_provenance.source(name, bad.config_hash)}: {bad.details.get('error', '')}"
-                )
-        out["partial"] = pd.Series(pd.array(verdict, dtype="boolean"))
-        out["partial_source"] = pd.Series(source, dtype=object)
-        out["partial_error"] = pd.Series(error, dtype=object)
-        return out
+            if t not in best or rank < best[t][0]:
+                best[t] = (rank, found)
+                verdict[t], source[t] = found, _provenance.source(name, config)
+        pick = np.asarray(rows, dtype=np.int64)
+        is_partial = np.array([v is True for v in verdict], dtype=bool)
+        unknown = np.array([v is None for v in verdict], dtype=bool)
+        return {
+            "partial": pd.Series(pd.arrays.BooleanArray(is_partial[pick], unknown[pick])),
+            "partial_source": pd.Series(np.array(source, dtype=object)[pick], dtype=object),
+            "partial_error": pd.Series(np.array(error, dtype=object)[pick], dtype=object),
+        }
 
     def _latest(self) -> dict[str, str]:
         """Per classifier, the config of its most recent run in these parts' stores."""
