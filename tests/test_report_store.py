@@ -97,6 +97,14 @@ def test_judge_columns_from_labels() -> None:
     assert cols["af_quotes"] == {"k1": {"preservation_compliance": ["keep my values"]}}
     assert cols["partial"] == {"k1": False, "k2": True}
     assert cols["motive"] == {"k2": "keep_harmless_values"}
+    both = [
+        Label(trial_key="k4", classifier="helpful_motives", value="user_sycophancy"),
+        Label(trial_key="k4", classifier="af_motives", value="keep_harmless_values"),
+    ]
+    # The paper's two motive judges on one trial both show (the second used to overwrite).
+    assert _judge_columns(both)["motive"] == {
+        "k4": "af_motives: keep_harmless_values; helpful_motives: user_sycophancy"
+    }
 
 
 def test_report_command_pieces(stored: ReportPaths, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ _NO_VERDICT = frozenset({"error", "nothing_to_read", "none", "no_scratchpad"})
 def _judge_columns(labels: list[Label]) -> dict[str, dict[str, Any]]:
     """Per judge column, trial key → value (af_score, af_quotes, partial, motive)."""
     cols: dict[str, dict[str, Any]] = {"af_score": {}, "af_quotes": {}, "partial": {}, "motive": {}}
+    motives: dict[str, dict[str, str]] = {}  # trial key → motive judge → its value
     for lab in labels:
         key, judge = lab.trial_key, not lab.classifier.startswith("heuristic")
         if lab.af_reasoning is not None and judge and lab.score is not None:
@@ -38,7 +39,15 @@ def _judge_columns(labels: list[Label]) -> dict[str, dict[str, Any]]:
         if "partial" in lab.classifier:
             cols["partial"][key] = lab.value == "partial"
         if "motive" in lab.classifier:
-            cols["motive"][key] = lab.value
+            motives.setdefault(key, {})[lab.classifier] = lab.value
+    for key, found in motives.items():
+        # The paper's two motive judges (helpful_motives, af_motives) both show: one alone
+        # gives its value, several "judge: value; judge: value" (they used to overwrite).
+        cols["motive"][key] = (
+            next(iter(found.values()))
+            if len(found) == 1
+            else "; ".join(f"{name}: {value}" for name, value in sorted(found.items()))
+        )
     return {k: v for k, v in cols.items() if v}
 
 
