@@ -176,14 +176,12 @@ class _Part:
                 continue
             yield t
 
-    def labels(self, classifier: str | None = None) -> Iterator[Label]:
+    def labels(self) -> Iterator[Label]:
         if self.store is not None:
-            yield from self.store.labels(classifier=classifier)
+            yield from self.store.labels()
         else:
             for r in self.rows:
-                for lab in r.labels:
-                    if classifier is None or lab.classifier == classifier:
-                        yield lab
+                yield from r.labels
 
 
 def _latest_variant(db: Store, model: str, manifests: Sequence[Mapping[str, Any]]) -> str | None:
@@ -912,12 +910,14 @@ class SweepResult:
         code = labels.classifiers.index(name)
         mine = np.flatnonzero((labels.classifier == code) & (labels.trial >= 0))
         configs = [labels.configs[i] for i in labels.config[mine]]
-        counts: dict[str, int] = {}
+        coverage: dict[str, int] = {}
         for config in configs:
-            counts[config] = counts.get(config, 0) + 1
-        wanted = dict(self.preferred).get(name, "")
-        latest = self._latest().get(name, "")
-        best: dict[int, tuple[tuple[bool, bool, int, str], bool]] = {}
+            coverage[config] = coverage.get(config, 0) + 1
+        wanted = dict(self.preferred).get(name)
+        chosen = _provenance.preferred_config(name, coverage, wanted) if wanted else None
+        order = _provenance.config_order(coverage, chosen, self._latest().get(name))
+        rank_of = {h: r for r, h in enumerate(order)}
+        best: dict[int, int] = {}
         for i, config in zip(mine, configs, strict=True):
             t = int(labels.trial[i])
             value = labels.values[labels.value[i]]
@@ -929,14 +929,8 @@ class SweepResult:
             found = outcomes.partial_verdict(value)
             if found is None:
                 continue
-            rank = (
-                not (wanted and config.startswith(wanted)),
-                config != latest,
-                -counts[config],
-                config,
-            )
-            if t not in best or rank < best[t][0]:
-                best[t] = (rank, found)
+            if t not in best or rank_of[config] < best[t]:
+                best[t] = rank_of[config]
                 verdict[t], source[t] = found, _provenance.source(name, config)
         pick = np.asarray(rows, dtype=np.int64)
         is_partial = np.array([v is True for v in verdict], dtype=bool)

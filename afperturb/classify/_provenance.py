@@ -337,17 +337,34 @@ def _config_ranks(
     chosen = _preferred(by_name, pairs.hashes, prefer)
     ranks: dict[int, int] = {}
     for name, members in by_name.items():
-        ordered = sorted(
-            members,
-            key=lambda p: (
-                pairs.hashes[p] != chosen.get(name),
-                pairs.hashes[p] != latest.get(name),
-                -int(pairs.coverage[p]),
-                pairs.hashes[p],
-            ),
-        )
+        coverage = {pairs.hashes[p]: int(pairs.coverage[p]) for p in members}
+        order = config_order(coverage, chosen.get(name), latest.get(name))
+        position = {h: r for r, h in enumerate(order)}
+        ordered = sorted(members, key=lambda p: position[pairs.hashes[p]])
         ranks.update({p: r for r, p in enumerate(ordered)})
     return ranks
+
+
+def config_order(coverage: Mapping[str, int], chosen: str | None, latest: str | None) -> list[str]:
+    """One classifier's configs in the order a cell tries them (module docstring).
+
+    The ``prefer``-chosen config, then the latest run's, then the one that labelled most
+    trials (``coverage``: config → trials), then the smallest hash.
+    """
+    return sorted(coverage, key=lambda h: (h != chosen, h != latest, -coverage[h], h))
+
+
+def preferred_config(name: str, configs: Iterable[str], wanted: str) -> str:
+    """The one config of ``name`` that ``wanted`` (a hash or unique prefix) names."""
+    known = sorted(set(configs))
+    match = [h for h in known if h.startswith(wanted)]
+    if len(match) != 1:
+        what = "matches no" if not match else "matches more than one"
+        raise ClassifierError(
+            f"prefer[{name!r}] = {wanted!r} {what} config of {name!r}; "
+            f"its configs: {', '.join(known)}"
+        )
+    return match[0]
 
 
 def _preferred(
@@ -360,15 +377,7 @@ def _preferred(
                 f"prefer names classifier {name!r}, which labelled none of these trials; "
                 f"labelled by: {', '.join(sorted(by_name)) or 'nothing'}"
             )
-        configs = sorted({hashes[p] for p in by_name[name]})
-        match = [h for h in configs if h.startswith(wanted)]
-        if len(match) != 1:
-            what = "matches no" if not match else "matches more than one"
-            raise ClassifierError(
-                f"prefer[{name!r}] = {wanted!r} {what} config of {name!r}; "
-                f"its configs: {', '.join(configs)}"
-            )
-        chosen[name] = match[0]
+        chosen[name] = preferred_config(name, (hashes[p] for p in by_name[name]), wanted)
     return chosen
 
 
