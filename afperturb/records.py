@@ -208,8 +208,8 @@ class Label(Record):
     af_reasoning: bool | None = None
     details: dict[str, Any] = Field(default_factory=dict)
     #: :func:`transcript_hash` of the trial text this label read ("" when unknown: labels
-    #: stored before it was recorded). A label whose transcript no longer matches its trial's
-    #: is stale: the results table ignores it and a judge re-runs it.
+    #: stored before it was recorded). When the trial is rewritten with another reply, the
+    #: store deletes such labels with the old reply, and a judge run labels it again.
     transcript: str = ""
 
 

@@ -59,9 +59,9 @@ def labeller(classifier: Classifier) -> LabelFunction:
 def stamp(label: Label, trial: Trial) -> Label:
     """``label`` with the hash of the transcript it read (``Label.transcript``).
 
-    Set here, where every classifier is called, so that no classifier has to remember it: a
-    label whose transcript no longer matches its trial's is stale (the results table ignores
-    it and a judge run re-judges the trial).
+    Set here, where every classifier is called, so that no classifier has to remember it: when
+    a trial is rewritten with another reply, the store deletes the labels of the old one in
+    the same transaction, and a judge run re-judges the trial.
     """
     digest = trial.transcript
     return label if label.transcript == digest else label.model_copy(update={"transcript": digest})

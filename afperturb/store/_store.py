@@ -897,17 +897,7 @@ class Store(BatchBookkeeping):
 
     def count(self, table: str) -> int:
         """Rows in one of the store's tables."""
-        if table not in {
-            "completions",
-            "trials",
-            "labels",
-            "runs",
-            "conditions",
-            "requests",
-            "batches",
-            "batch_items",
-            "leases",
-        }:
+        if table not in _TABLES:
             raise StoreError(f"unknown table {table!r}")
         return int(self._query(f"SELECT COUNT(*) FROM {table}")[0][0])
 
@@ -1287,6 +1277,10 @@ _REQUIRED_TABLES = (
     "conditions",
     "requests",
 )
+
+
+#: Every table :meth:`Store.count` can count.
+_TABLES = frozenset({*_REQUIRED_TABLES, "run_requests", "leases", "batches", "batch_items"})
 
 
 def _check_existing(path: Path) -> None:

@@ -428,6 +428,7 @@ def manifest(
     requests: Sequence[Request],
     classifiers: Sequence[Classifier],
     created: str,
+    variant: str,
 ) -> dict[str, Any]:
     """The run manifest: enough to know what produced a store, and nothing secret."""
     import afperturb
@@ -451,7 +452,7 @@ def manifest(
         "params": cfg.params.model_dump(mode="json"),
         "max_turns": cfg.max_turns,
         "classifiers": {c.name: c.config_hash for c in classifiers},
-        "variant": sweep_variant(perturbation, model_hash(model.config()), cfg),
+        "variant": variant,
         "mode": cfg.mode,  # issue 8: how it ran, and which part (not compared by merge)
         "shard": list(cfg.shard) if cfg.shard is not None else None,
     }
@@ -492,7 +493,9 @@ async def run_sweep(
                 db.acquire_lease, backend.name, engine.variant, run_id, cfg.shard
             )
             renewing = asyncio.create_task(_renew(db, run_id))
-            info = manifest(perturbation, backend, cfg, conditions, reqs, clfs, created)
+            info = manifest(
+                perturbation, backend, cfg, conditions, reqs, clfs, created, engine.variant
+            )
             await asyncio.to_thread(
                 db.put_run, run_id, backend.name, created, info, conditions, reqs
             )
