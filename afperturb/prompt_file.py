@@ -66,7 +66,7 @@ from typing import Any
 
 from afperturb.errors import TemplateError
 from afperturb.records import Condition
-from afperturb.scenario import MARK_CLOSE, MARK_NAME_END, MARK_OPEN, Scenario
+from afperturb.scenario import Scenario, _annotate
 
 #: The texts a substitution can change.
 PARTS = ("system", "user", "prefill")
@@ -446,10 +446,6 @@ class PromptFileScenario(Scenario):
 
 
 # ---------------------------------------------------------------------- rendering helpers
-
-
-def _annotate(content: str, axis: str) -> str:
-    return f"{MARK_OPEN}{axis}{MARK_NAME_END}{content}{MARK_CLOSE}"
 
 
 def _render_nodes(
