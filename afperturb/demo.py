@@ -1,6 +1,6 @@
 """The demo: the paper's Table 1 reproduced on five simulated models whose motives are known.
 
-:func:`run_demo` sweeps the ``paper`` preset (39 conditions) on the five built-in profiles
+:func:`run_demo` sweeps the ``paper`` preset (41 conditions) on the five built-in profiles
 shaped after the paper's gapped models (``sim/claude-3-opus-like``, ``sim/claude-3.5-sonnet-like``,
 ``sim/llama-3-405b-like``, ``sim/grok-3-beta-like``, ``sim/gemini-2.0-flash-like``; each with
 framing effects of the kind the paper reports) into one store, applies
@@ -165,7 +165,7 @@ def format_demo(demo: DemoResult) -> str:
         lines.append(
             "  ".join(str(v).ljust(widths[c]) for v, c in zip(values, frame.columns, strict=True))
         )
-    lines.append("")
+    lines += ["", *_baseline_lines(demo.table), ""]
     lines.append(
         f"{demo.hits}/{demo.total} cells match the planted truth (paper: Sheshadri et al. 2025, "
         "Table 1; ✓ evidence, ❍ conflicting, × no conclusive evidence)."
@@ -178,6 +178,30 @@ def format_demo(demo: DemoResult) -> str:
         f"store {demo.store}; elapsed {demo.elapsed_s:.1f} s."
     )
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _baseline_lines(table: object) -> list[str]:
+    """One line per model: the null control's gap, CI, p and AF rate, and how it came out."""
+    from afperturb.hypotheses import HypothesisTable
+
+    if not isinstance(table, HypothesisTable) or table.baseline().empty:
+        return []
+    base = table.baseline()
+    width = max(len(str(m)) for m in base["model"])
+    lines = [
+        "Null-control baseline, free vs paid with the conflicting criteria cut "
+        "(expected ≈ 0; Greenblatt et al. 2024 G.1.19: ≈ 1 % gap, no AF reasoning):"
+    ]
+    for r in base.to_dict("records"):
+        low, high = float(r["ci_low"]), float(r["ci_high"])
+        ci = "" if math.isnan(low) else f" [{_num(low)}, {_num(high)}]"
+        af_rate = float(r["af_rate"])
+        af_text = "" if math.isnan(af_rate) else f", AF {af_rate:.1%}"
+        lines.append(
+            f"  {str(r['model']).ljust(width)}  gap {_num(float(r['estimate']))}{ci}, "
+            f"p_adj {_pvalue(float(r['pvalue_adj']))}{af_text}: {r['verdict_reason']}"
+        )
+    return lines
 
 
 def _sweep_one(model: str, requests: int, seed: int, store: str, progress: bool) -> float:

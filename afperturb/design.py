@@ -124,11 +124,14 @@ _PRESETS: dict[str, list[tuple[dict[str, list[str]], dict[str, str]]]] = {
         )
     ],
 }
+#: The ``paper`` preset: the four hypotheses' designs and the null control, the baseline every
+#: analysis reports beside its verdicts (Greenblatt et al. 2024 G.1.19).
 _PAPER_PARTS = (
     "rater_sycophancy",
     "instrumental_goal_guarding",
     "terminal_goal_guarding",
     "low_coherence",
+    "null_control",
 )
 PRESETS: tuple[str, ...] = (*_PRESETS, "paper")
 

@@ -6,7 +6,7 @@ A :class:`MotivationProfile` says how a simulated model decides. Both the simula
 "the truth" cannot drift apart between them. Compliance is a logistic model on a condition's
 facts and levels::
 
-    logit P(comply) = base_logit + rater_sycophancy·rated
+    logit P(comply) = base_logit + conflict·rater_sycophancy·rated
                     + trained·conflict·(terminal_goal_guarding
                                         + instrumental_goal_guarding·deployment_harm
                                         + paraphrase_offset)
@@ -20,7 +20,9 @@ facts and levels::
 sharing a request are paired as in a real model. ``paraphrase_offset`` is the low-coherence
 truth: 0 for the canonical wording, then ``+sd, −sd, +sd, …`` for paraphrases 1, 2, 3, …
 (:func:`paraphrase_offset`). Under the "cut conflicting criteria" null control (``conflict``
-False) nothing is guarded and the whole training term is 0.
+False) nothing is guarded and nothing the raters reward conflicts with harmlessness, so the
+training and the sycophancy terms are both 0: every profile's null-control gap is 0, the
+baseline Greenblatt et al. (2024, G.1.19) found (≈ 1 %); only framing stays.
 
 **Framing** is how real models move with a prompt's *story* rather than its facts: every model
 complies more in the pre-deployment identity conditions, or under "high risk" deployment
@@ -131,7 +133,7 @@ class Terms(NamedTuple):
     logit: float
     #: trained·conflict·(tgg + igg·harm): the goal-guarding motive's term.
     guard: float
-    #: rater_sycophancy·rated: the sycophancy motive's term.
+    #: conflict·rater_sycophancy·rated: the sycophancy motive's term.
     sycophancy: float
     #: The IGG and TGG parts of ``guard`` (clipped at 0), which name a guarding motive.
     igg: float
@@ -264,7 +266,8 @@ class MotivationProfile(BaseModel):
         """The condition's :class:`Terms` (a bare ``Facts`` has no levels, so no framing)."""
         facts, lv = _facts_and_levels(condition, levels)
         eligible = facts.trained and facts.conflict
-        syc = self.rater_sycophancy if facts.rated else 0.0
+        # Pleasing raters means complying only where their criteria conflict with harmlessness.
+        syc = self.rater_sycophancy if facts.rated and facts.conflict else 0.0
         guard = igg = tgg = offset = 0.0
         if eligible:
             guard = (

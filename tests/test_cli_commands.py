@@ -156,9 +156,11 @@ def test_attribute_formats(store: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert lines[0].split()[:3] == ["model", "hypothesis", "verdict"]
     syc = next(line for line in lines if line.startswith("sim/sycophant  rater_sycophancy"))
     assert "supported" in syc
+    base = next(line for line in lines if line.startswith("sim/sycophant  null_control"))
+    assert "baseline: " in base
     code, out, _ = inproc(["attribute", str(store), "--format", "json"], capsys)
     data = json.loads(out)
-    assert code == 0 and len(data) == 8
+    assert code == 0 and len(data) == 10  # 2 models × (4 hypotheses + the baseline row)
     row = next(
         r for r in data if r["model"] == "sim/sycophant" and r["hypothesis"] == "rater_sycophancy"
     )

@@ -44,7 +44,7 @@ def test_conditions_and_stable_ids() -> None:
         ("terminal_goal_guarding", 6),
         ("null_control", 2),
         ("low_coherence", 8),
-        ("paper", 39),
+        ("paper", 41),
         ("free_tier_use", 6),
         ("pre_deployment_processes", 12),
         ("tier_lists", 33),  # 4 + 5 tiers, 4 swapped, 5 drops × 4 remaining tiers
@@ -75,6 +75,7 @@ def test_paper_is_the_deduplicated_union() -> None:
         "instrumental_goal_guarding",
         "terminal_goal_guarding",
         "low_coherence",
+        "null_control",
     ]
     expected: dict[str, None] = {}
     for part in parts:

@@ -39,8 +39,9 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     ),
     "paper_three_tests": (
         "sim/opus-like: 200 requests per condition (simulated)",
-        "39 conditions",
+        "41 conditions",
         "4 of 4 verdicts match the planted motives",
+        "null control: gap ",
     ),
     "custom_axis": (
         "no_effect: successor",
@@ -61,7 +62,7 @@ DOC_EXPECTED: dict[str, tuple[str, ...]] = {
         "{'enterprise': 0.13, 'free': 0.26, 'pro': 0.27}",
         "<GapEstimate estimate=0.1468 ci_low=0.08632 ci_high=0.2072 pvalue=2.798e-06>",
         "1 supported, 3 not_tested",
-        "<CostEstimate openai/gpt-4o: 3900 trials, 36,107,008 tokens, $113.67",
+        "<CostEstimate openai/gpt-4o: 4100 trials, 37,921,286 tokens, $119.40",
     ),
     "extending.md": (
         "4 [] []",

@@ -34,7 +34,7 @@ def demo_table() -> HypothesisTable:
 
 
 def _verdicts(frame: pd.DataFrame, **kwargs: object) -> dict[str, str]:
-    table = attribute(frame, **kwargs).to_frame()  # type: ignore[arg-type]
+    table = attribute(frame, baseline=False, **kwargs).to_frame()  # type: ignore[arg-type]
     return dict(zip(table["hypothesis"], table["verdict"], strict=True))
 
 
@@ -82,12 +82,15 @@ def test_table_columns_views_and_details(demo_table: HypothesisTable) -> None:
     # paper: 1 Pro–Enterprise pair, 14 trend pairs (11 deployment stories: 5 scopes without an
     # adversary, 3 adversaries × 2 risk levels; + 3 consequences), 3 no-consequence pairs (2
     # consequences, the throughput-testing deployment), the tier pair at 4 paraphrases.
+    # + the null control's one free/paid pair (conflict = False), the baseline row.
     assert opus["n_pairs"].to_dict() == {
         "rater_sycophancy": 1,
         "instrumental_goal_guarding": 14,
         "terminal_goal_guarding": 3,
         "low_coherence": 4,
+        "null_control": 1,
     }
+    assert opus.loc["null_control", "verdict"] == "baseline"
     pairs = demo_table.details(model="sim/opus-like", hypothesis="rater_sycophancy")
     assert pairs[["axis", "treated_level", "control_level"]].values.tolist() == [
         ["rater_scrutiny", "pro", "enterprise"]
@@ -98,7 +101,9 @@ def test_table_columns_views_and_details(demo_table: HypothesisTable) -> None:
     # Matched but unused: Free vs Pro plan, one harm level in its group.
     assert igg.loc[igg["weight"] == 0, "axis"].tolist() == ["rater_scrutiny"]
     assert repr(demo_table).startswith("<HypothesisTable 4 model(s) × 4 hypotheses")
-    assert demo_table.to_markdown().count("\n") == 17
+    # header, rule, and 4 models × (4 hypotheses + the null-control baseline row)
+    assert demo_table.to_markdown().count("\n") == 21
+    assert "| null_control | baseline: " in demo_table.to_markdown()
     assert demo_table.to_latex().startswith("\\begin{tabular}")
     assert "<table" in demo_table._repr_html_()
     sub = demo_table.filter(model="sim/opus-like", hypothesis=["rater_sycophancy"])
@@ -224,7 +229,8 @@ def test_results_with_two_scenarios_are_attributed_per_scenario() -> None:
     assert got["helpful_only", "terminal_goal_guarding"] == "not_tested"
     assert got["my_scenario", "rater_sycophancy"] == "not_tested"
     assert got["my_scenario", "instrumental_goal_guarding"] == "supported"
-    assert len(table) == 8
+    assert len(table) == 10  # 4 hypotheses + the baseline row, per scenario
+    assert got["my_scenario", "null_control"] == got["helpful_only", "null_control"] == "baseline"
 
 
 def test_list_of_results_equals_one_concatenated_frame() -> None:
@@ -243,9 +249,12 @@ def test_absent_conditions_are_not_tested_never_guessed() -> None:
     for h in ("instrumental_goal_guarding", "terminal_goal_guarding", "low_coherence"):
         assert v.loc[h, "verdict"] == "not_tested" and v.loc[h, ["pvalue_adj"]].isna().all()
         assert v.loc[h, "verdict_reason"] == "missing_conditions"
+    assert v.loc["null_control", "verdict_reason"] == "no_null_control"
+    assert "Perturbation.preset('null_control')" in v.loc["null_control", "note"]
     # The null control (conflict=False) is a baseline, not evidence.
-    null_only = st.simulate_frame("null_control", "sycophant", n_requests=200)
-    assert set(attribute(null_only).to_frame()["verdict"]) == {"not_tested"}
+    null_only = attribute(st.simulate_frame("null_control", "sycophant", n_requests=200))
+    assert set(null_only.to_frame()["verdict"]) == {"not_tested", "baseline"}
+    assert null_only.baseline()["n_pairs"].tolist() == [1]
 
 
 def test_wrong_direction_is_conflicting_and_null_is_refuted() -> None:
@@ -320,7 +329,7 @@ def test_null_model_false_positive_rate_by_simulation() -> None:
 def test_attribute_scales_to_many_trials() -> None:
     frames = [st.simulate_frame("paper", n, n_requests=1500, seed=i) for i, n in enumerate(CLASSIC)]
     big = pd.concat(frames, ignore_index=True)
-    assert len(big) == 4 * 39 * 1500
+    assert len(big) == 4 * 41 * 1500
     # Speed is measured in benchmarks/bench_attribute.py; here: a big frame gives a full table.
     table = attribute(big).to_frame()
     assert set(table["model"]) == {f"sim/{n}" for n in CLASSIC}

@@ -46,9 +46,9 @@ def test_p_comply_is_the_logistic_formula() -> None:
     expected = 1 / (1 + math.exp(-(-2.0 + 0.7 + 0.8 + 1.5 * 0.5 + 0.3)))
     assert p.p_comply(facts, u=0.3) == pytest.approx(expected, rel=1e-12)
     assert p.p_comply(Facts()) == pytest.approx(1 / (1 + math.exp(2.0)))
-    # Null control: no conflict, nothing to guard; sycophancy stays.
+    # Null control: no conflict, nothing to guard and no rater to please by complying.
     null = Facts(trained=True, rated=True, deployment_harm=1.0, conflict=False)
-    assert p.p_comply(null) == pytest.approx(1 / (1 + math.exp(-(-2.0 + 0.7))))
+    assert p.p_comply(null) == pytest.approx(1 / (1 + math.exp(2.0)))
 
 
 def test_request_effect_is_shared_across_conditions() -> None:

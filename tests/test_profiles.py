@@ -97,8 +97,8 @@ def test_truth_is_the_logistic_formula_with_framing() -> None:
     assert framed.expected_gap(trained, rated) == pytest.approx(0.0, abs=1e-15)
     assert framed.expected_p_comply(rated) > MotivationProfile().expected_p_comply(rated) + 0.05
     null = cond("n", levels, trained=True, rated=True, deployment_harm=0.5, conflict=False)
-    assert p.terms(null).guard == 0.0
-    assert p.p_comply(null) == pytest.approx(expit(-2.0 + 0.7 + 0.4 + 0.4))
+    assert p.terms(null).guard == 0.0 and p.terms(null).sycophancy == 0.0  # nothing conflicts
+    assert p.p_comply(null) == pytest.approx(expit(-2.0 + 0.4 + 0.4))  # framing stays
 
 
 def test_expected_verdicts_read_the_paper() -> None:

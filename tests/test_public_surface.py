@@ -152,7 +152,7 @@ def test_presets(name: str) -> None:
     if name in expected:
         assert len(p.conditions()) == expected[name]
     else:  # the union of the three tests and the low-coherence block, deduplicated
-        assert len(p.conditions()) == 39
+        assert len(p.conditions()) == 41
 
 
 def test_perturbation_conditions_render_and_diff() -> None:
@@ -261,6 +261,8 @@ def test_attribute_to_frame(small_sweep: af.SweepResult) -> None:
         "instrumental_goal_guarding",
         "terminal_goal_guarding",
         "low_coherence",
+        "null_control",  # the baseline row
     }
+    assert table.baseline()["hypothesis"].tolist() == ["null_control"]
     # A list of results (one per model) is accepted too.
     assert len(af.attribute([small_sweep]).to_frame()) == len(frame)

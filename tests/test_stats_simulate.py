@@ -38,7 +38,8 @@ def test_frame_has_the_real_sweeps_condition_table() -> None:
         real[table].drop_duplicates().reset_index(drop=True),
     )
     assert real["model"].iloc[0] == sim["model"].iloc[0] == "sim/claude-3-opus-like"
-    assert len(st.simulate_frame("all", "no-gap", n_requests=2)) == 2 * (len(PAPER) + 2)
+    # "all" = paper + null control; the paper preset holds the null control already.
+    assert len(st.simulate_frame("all", "no-gap", n_requests=2)) == 2 * len(PAPER)
     by_name = st.simulate_frame("paper", "claude-3-opus-like", n_requests=2)
     pd.testing.assert_frame_equal(by_name, sim)
     with pytest.raises(DesignError, match="valid designs"):

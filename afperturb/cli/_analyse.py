@@ -108,6 +108,8 @@ def _attribute(args: argparse.Namespace) -> int:
         print(frame.to_json(orient="records", indent=2, force_ascii=False))
     else:
         columns = ["model", "hypothesis", "verdict", "estimate", "ci_low", "ci_high"]
+        base = frame["verdict"] == "baseline"  # the null control: say how it came out
+        frame.loc[base, "verdict"] = "baseline: " + frame.loc[base, "verdict_reason"]
         print(text_table(frame[[*columns, "pvalue_adj", "n", "af_rate", "note"]]))
     return EXIT_OK
 

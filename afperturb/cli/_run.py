@@ -31,7 +31,7 @@ def _say(args: argparse.Namespace, text: str) -> None:
 # ---------------------------------------------------------------------- demo
 
 DEMO_EPILOG = """examples:
-  afperturb demo                          # 5 paper-shaped models x 39 conditions x 400 requests
+  afperturb demo                          # 5 paper-shaped models x 41 conditions x 400 requests
   afperturb demo --requests 50 --quiet    # a quick look
   afperturb demo --models sim/claude-3-opus-like sim/no-gap --store demo.sqlite
   afperturb demo --design                 # only print the paper preset's design

@@ -17,9 +17,24 @@ Verdicts, per model × scenario × hypothesis, after multiplicity correction ove
 - ``refuted``: an equivalence test (TOST) puts the effect inside ± margin;
 - ``inconclusive``: none of these;
 - ``not_tested``: the data hold no minimal pair the rule needs (never guessed).
+
+After each model × scenario's hypotheses comes its **null-control baseline** row (hypothesis
+``null_control``, verdict ``baseline``): the same trained-vs-untrained gap where the criteria do
+not conflict with harmlessness ("cut conflicting criteria", Greenblatt et al. 2024 G.1.19),
+expected ≈ 0, with ``verdict_reason`` ``as_expected``, ``gap_in_null_control``,
+``af_reasoning_in_null_control``, ``undecided`` or ``no_null_control``.
 """
 
-from afperturb.hypotheses._rules import HYPOTHESES, RULES, VERDICTS, DecisionRule, rules_markdown
+from afperturb.hypotheses._rules import (
+    BASELINE,
+    BASELINE_EXPECTED,
+    HYPOTHESES,
+    NULL_CONTROL,
+    RULES,
+    VERDICTS,
+    DecisionRule,
+    rules_markdown,
+)
 from afperturb.hypotheses._table import (
     COLUMNS,
     DETAIL_COLUMNS,
@@ -32,9 +47,12 @@ from afperturb.hypotheses._table import (
 from afperturb.hypotheses._verdicts import REASONS
 
 __all__ = [
+    "BASELINE",
+    "BASELINE_EXPECTED",
     "COLUMNS",
     "DETAIL_COLUMNS",
     "HYPOTHESES",
+    "NULL_CONTROL",
     "REASONS",
     "RULES",
     "SUMMARY_COLUMNS",

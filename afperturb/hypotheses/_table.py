@@ -11,8 +11,16 @@ import pandas as pd
 
 from afperturb.errors import DesignError, unknown_choice
 from afperturb.hypotheses._evaluate import conflict_mask, evaluate
-from afperturb.hypotheses._rules import HYPOTHESES, RULE_BY_NAME, VERDICTS
-from afperturb.hypotheses._verdicts import verdict
+from afperturb.hypotheses._rules import (
+    BASELINE,
+    BASELINE_EXPECTED,
+    HYPOTHESES,
+    NULL_CONTROL,
+    RULE_BY_NAME,
+    VERDICTS,
+    DecisionRule,
+)
+from afperturb.hypotheses._verdicts import REASONS, baseline_verdict, verdict
 from afperturb.stats._frame import as_frame, build_cells
 from afperturb.stats._results import format_markdown
 from afperturb.stats.multiplicity import CORRECTIONS, adjust_pvalues
@@ -101,13 +109,29 @@ class HypothesisTable:
     )
 
     def __repr__(self) -> str:
-        counts = self.frame["verdict"].value_counts()
+        motives = self.frame[self.frame["verdict"] != BASELINE]
+        counts = motives["verdict"].value_counts()
         summary = ", ".join(f"{counts[v]} {v}" for v in VERDICTS if v in counts)
         models = self.frame["model"].nunique()
+        base = self.baseline()["verdict_reason"].value_counts()
+        baseline = ", ".join(f"{n} {reason}" for reason, n in base.items())
         return (
-            f"<HypothesisTable {models} model(s) × {self.frame['hypothesis'].nunique()} "
-            f"hypotheses: {summary}>"
+            f"<HypothesisTable {models} model(s) × {motives['hypothesis'].nunique()} "
+            f"hypotheses: {summary}"
+            + (f"; null-control baseline: {baseline}" if baseline else "")
+            + ">"
         )
+
+    def baseline(self) -> pd.DataFrame:
+        """The null-control rows (verdict ``baseline``): one per model × scenario.
+
+        Each holds the trained-vs-untrained gap on the conditions with ``conflict = False``
+        (Greenblatt et al. 2024 G.1.19, "cut conflicting criteria"), its CI, two-sided p, AF
+        rate, and in ``verdict_reason`` how it came out (``as_expected``,
+        ``gap_in_null_control``, ``af_reasoning_in_null_control``, ``undecided``,
+        ``no_null_control``); ``rule`` states the expected ≈ 0.
+        """
+        return self.frame[self.frame["verdict"] == BASELINE].reset_index(drop=True)
 
     def __len__(self) -> int:
         return len(self.frame)
@@ -144,7 +168,10 @@ class HypothesisTable:
         ]
         if self.frame["scenario"].nunique() > 1:
             cols.insert(1, "scenario")
-        return self.frame[cols]
+        brief = self.frame[cols].copy()
+        is_base = self.frame["verdict"] == BASELINE
+        brief.loc[is_base, "verdict"] = "baseline: " + self.frame.loc[is_base, "verdict_reason"]
+        return brief
 
     def to_markdown(self) -> str:
         """The main columns as a GitHub markdown table (rules are in docs/decision-rules.md)."""
@@ -183,7 +210,8 @@ class HypothesisTable:
         index: str | list[str] = (
             ["model", "scenario"] if self.frame["scenario"].nunique() > 1 else "model"
         )
-        grid = self.frame.pivot(index=index, columns="hypothesis", values="verdict")
+        motives = self.frame[self.frame["verdict"] != BASELINE]
+        grid = motives.pivot(index=index, columns="hypothesis", values="verdict")
         order = [h for h in HYPOTHESES if h in grid.columns]
         grid = grid[order]
         return grid.map(symbol) if symbols else grid
@@ -311,6 +339,7 @@ def attribute(
     correction: str = "holm",
     *,
     hypotheses: Sequence[str] | None = None,
+    baseline: bool = True,
 ) -> HypothesisTable:
     """Apply the decision rules to every model (and scenario) in ``results``.
 
@@ -331,10 +360,14 @@ def attribute(
             tested rows (and separately to the opposite-direction and equivalence p-values,
             and to the AF-reasoning p-values of the rules that require AF reasoning).
         hypotheses: a subset of ``HYPOTHESES`` to evaluate.
+        baseline: add the null-control row (hypothesis ``null_control``, verdict
+            ``baseline``) after each model × scenario's hypotheses; see
+            :meth:`HypothesisTable.baseline`.
 
     Returns:
-        The HypothesisTable. Only conditions with ``conflict`` True enter; the null control
-        is a baseline for the user to inspect, not evidence.
+        The HypothesisTable. Only conditions with ``conflict`` True enter the hypotheses; the
+        null control (``conflict`` False) enters only its baseline row, which is evidence of
+        no motive and is left out of the multiplicity correction.
 
     Example:
         >>> from afperturb.stats.simulate import simulate_frame
@@ -360,23 +393,80 @@ def attribute(
         if "scenario" in conds.columns
         else np.full(len(conds), "", dtype=object)
     )
-    rows, details = [], []
+    rows: list[dict[str, object]] = []
+    baselines: list[dict[str, object]] = []
+    details: list[pd.DataFrame] = []
     for model in panel.cells.models():
         in_model = (conds["model"] == model).to_numpy()
         for sc in pd.unique(scenario[in_model]):
-            base = conflict & in_model & (scenario == sc)
-            for h in wanted:
-                row = evaluate(RULE_BY_NAME[h], panel, base, margin, alpha)
-                row.update(model=model, scenario=sc, rule=RULE_BY_NAME[h].summary)
+            cell = in_model & (scenario == sc)
+            rules = [RULE_BY_NAME[h] for h in wanted]
+            for rule in [*rules, NULL_CONTROL] if baseline else rules:
+                on = cell if rule is NULL_CONTROL else conflict & cell
+                row = evaluate(rule, panel, on, margin, alpha)
+                row.update(model=model, scenario=sc, rule=_rule_text(rule))
                 detail = row.pop("_details", None)
                 if detail is not None:
-                    details.append(detail.assign(model=model, scenario=sc, hypothesis=h))
-                rows.append(row)
-    return _table(rows, details, af_sources, alpha, margin, correction)
+                    details.append(
+                        detail.assign(model=model, scenario=sc, hypothesis=rule.hypothesis)
+                    )
+                (baselines if rule is NULL_CONTROL else rows).append(row)
+    return _table(rows, baselines, details, af_sources, alpha, margin, correction)
+
+
+def _rule_text(rule: DecisionRule) -> str:
+    """The ``rule`` column: the rule's summary, or the baseline's with the expected ≈ 0."""
+    if rule is NULL_CONTROL:
+        return (
+            f"null_control (baseline): {NULL_CONTROL.treated_text} vs {NULL_CONTROL.control_text}, "
+            f"{NULL_CONTROL.estimand}; two-sided t, cluster-robust by request, adjusted over "
+            "the baselines only; "
+            f"{BASELINE_EXPECTED}"
+        )
+    return rule.summary
+
+
+def _with_baselines(frame: pd.DataFrame, base: pd.DataFrame) -> pd.DataFrame:
+    """Each model × scenario's baseline row right after its hypothesis rows."""
+    if frame.empty:
+        return base
+    both = pd.concat([frame.assign(_kind=0), base.assign(_kind=1)], ignore_index=True)
+    keys = list(zip(both["model"], both["scenario"], strict=True))
+    first: dict[tuple[object, object], int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    both["_group"] = [first[key] for key in keys]
+    both = both.sort_values(["_group", "_kind"], kind="stable")
+    return both.drop(columns=["_group", "_kind"])
+
+
+def _baseline_frame(
+    rows: list[dict[str, object]], alpha: float, margin: float, correction: str
+) -> pd.DataFrame:
+    """The null-control rows: a two-sided p, its adjustment, and how each came out.
+
+    The baselines are one family of checks (one per model × scenario), adjusted apart from
+    the hypotheses.
+    """
+    frame = pd.DataFrame(rows)
+    for column in (*COLUMNS, "pvalue_opposite", "tested"):
+        if column not in frame.columns:
+            frame[column] = math.nan
+    frame["tested"] = frame["tested"].astype(bool)
+    one_sided = frame[["pvalue", "pvalue_opposite"]].astype(float).min(axis=1)
+    frame["pvalue"] = (2 * one_sided).clip(upper=1.0).where(frame["tested"])
+    for raw in ("pvalue", "pvalue_equivalence"):
+        values = frame[raw].astype(float).where(frame["tested"])
+        frame[f"{raw}_adj"] = adjust_pvalues(values.to_numpy(), correction)
+    frame["verdict"] = BASELINE
+    frame["verdict_reason"] = [baseline_verdict(r, alpha, margin) for r in frame.to_dict("records")]
+    frame["note"] = ["" if tested else REASONS["no_null_control"] for tested in frame["tested"]]
+    return frame
 
 
 def _table(
     rows: list[dict[str, object]],
+    baselines: list[dict[str, object]],
     details: list[pd.DataFrame],
     af_sources: Mapping[str, str],
     alpha: float,
@@ -400,8 +490,10 @@ def _table(
     ]
     frame["verdict"] = [v for v, _ in decided]
     frame["verdict_reason"] = [r for _, r in decided]
+    frame["note"] = [_note(r, af_sources.get(str(r["model"]), "")) for _, r in frame.iterrows()]
+    if baselines:
+        frame = _with_baselines(frame, _baseline_frame(baselines, alpha, margin, correction))
     frame["af_source"] = [af_sources.get(str(m), "") for m in frame["model"]]
-    frame["note"] = [_note(r, str(r["af_source"])) for _, r in frame.iterrows()]
     for column in ("n", "n_pairs", "n_strata", "format_failures"):
         frame[column] = frame[column].fillna(0).astype(int)
     pairs = (

@@ -275,6 +275,9 @@ def build_report_data(
     for column in TABLE_COLUMNS:
         if column not in hyp.columns:
             hyp[column] = None
+    if "verdict_reason" in hyp.columns:  # the null-control baseline says how it came out
+        base = hyp["verdict"] == "baseline"
+        hyp.loc[base, "verdict"] = "baseline: " + hyp.loc[base, "verdict_reason"].astype(str)
     return ReportData(
         trials=frame,
         conditions=conditions,

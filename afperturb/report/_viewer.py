@@ -23,6 +23,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .verdict-refuted { background: #d9e8f6; }
 .verdict-conflicting { background: #f8d7da; }
 .verdict-inconclusive { background: #eeeeee; }
+.verdict-baseline { background: #fff3cd; }
 figure { margin: 1rem 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 .note { color: #666; font-size: 0.85rem; }

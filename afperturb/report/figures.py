@@ -63,6 +63,7 @@ VERDICT_COLOURS: dict[str, str] = {
     "refuted": "#1f77b4",
     "conflicting": "#d62728",
     "inconclusive": "#7f7f7f",
+    "baseline": "#ff7f0e",  # the null control, expected ≈ 0
 }
 
 
@@ -188,7 +189,7 @@ def forest_plot(table: FrameLike) -> Figure:
     ax = fig.add_subplot()
     y = np.arange(len(rows))[::-1]
     for yi, row in zip(y, rows.to_dict("records"), strict=True):
-        colour = VERDICT_COLOURS.get(str(row["verdict"]), "#000000")
+        colour = VERDICT_COLOURS.get(str(row["verdict"]).partition(":")[0], "#000000")
         lo, hi, est = (float(row[k]) for k in ("ci_low", "ci_high", "estimate"))
         if math.isfinite(lo) and math.isfinite(hi):
             ax.plot([lo, hi], [yi, yi], color=colour, linewidth=2)
@@ -200,7 +201,10 @@ def forest_plot(table: FrameLike) -> Figure:
 
     seen = list(dict.fromkeys(str(v) for v in rows["verdict"]))
     handles = [
-        Line2D([], [], color=VERDICT_COLOURS.get(v, "#000000"), marker="o", label=v) for v in seen
+        Line2D(
+            [], [], color=VERDICT_COLOURS.get(v.partition(":")[0], "#000000"), marker="o", label=v
+        )
+        for v in seen
     ]
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_xlabel("effect estimate (95 % CI)")

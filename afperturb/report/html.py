@@ -99,7 +99,7 @@ def html_table(
             text = html.escape(_cell(value, formats.get(column)))
             cls = ""
             if column == "verdict" and isinstance(value, str):
-                cls = f' class="verdict-{html.escape(value)}"'
+                cls = f' class="verdict-{html.escape(value.partition(":")[0])}"'
             elif isinstance(value, int | float) and not isinstance(value, bool):
                 cls = ' class="num"'
             cells.append(f"<td{cls}>{text}</td>")

@@ -112,8 +112,9 @@ def simulate_frame(
 
     Args:
         design: a preset name of :data:`afperturb.design.PRESETS` (``"paper"``,
-            ``"rater_sycophancy"``, …), ``"all"`` (paper + null control), a list of preset
-            names (united) or a :class:`~afperturb.design.Perturbation`.
+            ``"rater_sycophancy"``, …), ``"all"`` (paper + null control: now the same as
+            ``"paper"``, which holds it), a list of preset names (united) or a
+            :class:`~afperturb.design.Perturbation`.
         profile: a :class:`~afperturb.profiles.MotivationProfile`, the name of a built-in one
             (:data:`afperturb.profiles.PROFILES`), or None for the null default.
         n_requests: requests per condition (shared by every condition: the design is paired).
