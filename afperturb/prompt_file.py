@@ -8,7 +8,8 @@ a checkout of those repositories can run it unchanged: this module turns the fil
 declaration of what each axis level changes into a :class:`~afperturb.scenario.Scenario`.
 
 The declaration has the shape of ``axes.toml`` (``[scenario]``, ``[facts]``, ``[groups]``,
-``[axes.<name>]`` with levels, facts, ``requires``, ``check``, ``harm_factor``) plus, per level:
+``[axes.<name>]`` with levels, facts, ``requires``, ``check``; per level also ``facts_when``,
+``harm_factor``, ``requires`` and ``check``, as in docs/scenarios.md) plus, per level:
 
 * ``replace``: exact text of the prompt → the text that takes its place. The text must occur
   exactly once (or exactly ``count`` times) in the original prompt, or loading fails naming it:
@@ -87,7 +88,18 @@ _SCENARIO_KEYS = (
     "continuation",
 )
 _AXIS_KEYS = ("description", "default", "levels", "requires", "check")
-_LEVEL_KEYS = ("description", "facts", "harm_factor", "replace", "fill", "system_file")
+#: A level's keys: those of axes.toml (read by Scenario) and the substitutions read here.
+_LEVEL_KEYS = (
+    "description",
+    "facts",
+    "facts_when",
+    "harm_factor",
+    "requires",
+    "check",
+    "replace",
+    "fill",
+    "system_file",
+)
 _REPLACE_KEYS = ("anchor", "with", "count", "in")
 _SHOWN = 70  # characters of an anchor quoted in a message
 

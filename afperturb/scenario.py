@@ -252,6 +252,36 @@ class Scenario:
 
         return load_prompt_file(path, substitutions, name=name)
 
+    @classmethod
+    def from_spec(cls, spec: str | Path, base_dir: str | Path | None = None) -> Scenario:
+        """A scenario named the way the CLI and experiment files name one.
+
+        ``spec`` is a built-in scenario's name (``"helpful_only"``), a template folder (holding
+        ``axes.toml``) or a prompt-file declaration (a ``.toml`` naming ``[scenario]
+        system_file``, see :meth:`from_prompt_file`). A relative path is taken from
+        ``base_dir`` (an experiment file's folder; default the working directory). A name that
+        is neither gets the list of built-in scenarios.
+        """
+        text = str(spec)
+        if _NAME.match(text) and (_paths.templates_root() / text / DECLARATION).is_file():
+            return cls.load(text)
+        path = Path(text).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        if path.is_dir():
+            return cls.from_dir(path)
+        if path.is_file():
+            if path.suffix.lower() == ".toml":
+                return cls.from_prompt_file(path)
+            raise TemplateError(
+                "a scenario file must be a prompt-file declaration (.toml with [scenario] "
+                "system_file naming the prompt); a plain prompt file needs that declaration",
+                path=str(path),
+            )
+        if path.suffix or "/" in text or "\\" in text:
+            raise TemplateError("no such scenario folder or declaration file", path=str(path))
+        raise unknown_choice("scenario", text, cls.available())
+
     @staticmethod
     def available() -> list[str]:
         """Names of the built-in scenarios."""

@@ -20,7 +20,7 @@ import pytest
 
 import afperturb as af
 from afperturb.design import audit_minimal_pairs, check_templates
-from afperturb.errors import AfperturbError, TemplateError
+from afperturb.errors import AfperturbError, DesignError, TemplateError
 from afperturb.prompt_file import PromptFileScenario, load_prompt_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -565,3 +565,75 @@ def test_the_docs_example_runs(tmp_path: Path) -> None:
     assert len(shown) >= 6
     for line in shown:
         assert line in proc.stdout, f"the docs show {line!r}; the code printed {proc.stdout!r}"
+
+
+# ---------------------------------------------------------------------- CLI and experiment files
+
+
+def test_the_cli_takes_a_prompt_file_as_its_scenario(
+    study: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from afperturb import cli
+
+    assert cli.main(["templates", "check", "--scenario", str(study)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("quill: 4 axes, 4 single-axis designs audited: ok")
+    assert cli.main(["conditions", "--scenario", str(study), "--vary", "tier=free,paid"]) == 0
+    listed = capsys.readouterr().out
+    assert "tier=free" in listed and "tier=paid" in listed
+    code = cli.main(
+        ["diff", "--scenario", str(study), "--vary", "lab=northwind,southwind", "0", "1"]
+    )
+    assert (
+        code == 0
+        and "+You are Quill, an assistant built by Southwind AI." in capsys.readouterr().out
+    )
+
+
+def test_an_experiment_file_names_a_prompt_file_relative_to_itself(study: Path) -> None:
+    from afperturb.cli._experiment import load_experiment
+
+    exp = study.parent / "exp.toml"
+    exp.write_text(
+        'scenario = "quill.toml"\nvary = { tier = ["free", "paid"] }\n'
+        'models = ["sim/opus-like"]\nrequests = 20\nstore = "quill.sqlite"\n',
+        encoding="utf-8",
+    )
+    design = load_experiment(exp).perturbation()
+    assert design.scenario.name == "quill" and len(design.conditions()) == 2
+    assert design.conditions()[0].levels["tier"] == "free"
+
+
+def test_a_scenario_that_is_neither_name_nor_path_says_so(tmp_path: Path) -> None:
+    with pytest.raises(DesignError, match=r"unknown scenario 'helpful_onyl'.*'helpful_only'"):
+        af.Scenario.from_spec("helpful_onyl")
+    with pytest.raises(TemplateError, match="no such scenario folder or declaration file"):
+        af.Scenario.from_spec("prompts/missing.toml", tmp_path)
+    (tmp_path / "prompt.txt").write_text("hello", encoding="utf-8")
+    with pytest.raises(TemplateError, match="needs that declaration"):
+        af.Scenario.from_spec(tmp_path / "prompt.txt")
+    assert af.Scenario.from_spec("helpful_only") is af.Scenario.load("helpful_only")
+
+
+def test_levels_take_requires_check_and_facts_when_as_in_axes_toml(study: Path) -> None:
+    """A level whose facts depend on another axis (F.3's Never Trained), and one that needs it."""
+    text = study.read_text(encoding="utf-8") + textwrap.dedent("""
+        [axes.ratings]
+        default = "used"
+
+        [axes.ratings.levels.used]
+
+        [axes.ratings.levels.never_used]
+        requires = { tier = ["free", "paid"] }
+        check = { tier = "free" }
+        facts_when = [{ when = { tier = "free" }, facts = { trained = false } }]
+        replace = { "Contractors score each reply" = "Contractors score each reply, unused," }
+    """)
+    study.write_text(text, encoding="utf-8")
+    sc = af.Scenario.from_prompt_file(study)
+    free = sc.resolve({"tier": "free", "ratings": "never_used"})
+    assert free.facts.rated and not free.facts.trained
+    assert sc.resolve({"tier": "free"}).facts.trained
+    assert "unused," in _system(sc, tier="free", ratings="never_used")
+    assert sc.axes["ratings"].levels["never_used"].check == {"tier": "free"}
+    assert af.design.check_templates(sc) == []

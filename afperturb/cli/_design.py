@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
+from afperturb import _paths
 from afperturb.cli._core import command
 from afperturb.design import (
     PRESETS,
@@ -27,7 +28,12 @@ from afperturb.scenario import Scenario
 
 
 def design_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scenario", default="helpful_only", help="scenario name")
+    parser.add_argument(
+        "--scenario",
+        default="helpful_only",
+        help="a built-in scenario's name, a template folder, or a prompt-file declaration "
+        "(.toml naming [scenario] system_file)",
+    )
     parser.add_argument("--preset", choices=PRESETS, help="a named design")
     parser.add_argument(
         "--vary",
@@ -55,9 +61,10 @@ def make_design(args: argparse.Namespace) -> Perturbation:
     if args.preset and (args.vary or args.fixed):
         raise DesignError("use either --preset or --vary/--fixed, not both")
     if args.preset:
-        return Perturbation.preset(args.preset, args.scenario)
+        return Perturbation.preset(args.preset, Scenario.from_spec(args.scenario))
     vary = {a: [v.strip() for v in lv.split(",")] for a, lv in _pairs(args.vary, "--vary").items()}
-    return Perturbation(args.scenario, vary=vary, fixed=_pairs(args.fixed, "--fixed"))
+    scenario = Scenario.from_spec(args.scenario)
+    return Perturbation(scenario, vary=vary, fixed=_pairs(args.fixed, "--fixed"))
 
 
 def _facts_text(condition: Condition) -> str:
@@ -160,7 +167,10 @@ def _templates_args(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     check = sub.add_parser("check", help="render every level, audit every preset's minimal pairs")
     check.add_argument(
-        "--scenario", action="append", help="scenario to check (repeatable; default: all)"
+        "--scenario",
+        action="append",
+        help="scenario to check: a built-in name, a template folder or a prompt-file "
+        "declaration (repeatable; default: every built-in scenario)",
     )
 
 
@@ -169,17 +179,36 @@ def _templates(args: argparse.Namespace) -> int:
     names = args.scenario or Scenario.available()
     problems = 0
     for name in names:
-        scenario = Scenario.load(name)
+        scenario = Scenario.from_spec(name)
         found = check_templates(scenario)
-        for preset in PRESETS:
-            violations = audit_minimal_pairs(Perturbation.preset(preset, scenario))
-            found.extend(f"preset {preset}: {v}" for v in violations)
+        audited = _audit(scenario, found)
         status = "ok" if not found else f"{len(found)} problem(s)"
-        print(f"{name}: {len(scenario.axes)} axes, {len(PRESETS)} presets audited: {status}")
+        print(f"{scenario.name}: {len(scenario.axes)} axes, {audited} audited: {status}")
         for problem in found:
             print(f"  - {problem}")
         problems += len(found)
     return 1 if problems else 0
+
+
+def _audit(scenario: Scenario, found: list[str]) -> str:
+    """Audit minimal pairs: every preset on a built-in scenario, each axis alone on others.
+
+    A scenario of the user's own (a template folder, a prompt file) need not declare the
+    presets' axes, so each of its axes is varied alone (in the axis' ``check`` context).
+    """
+    if scenario.path.resolve().parent == _paths.templates_root().resolve():
+        for preset in PRESETS:
+            violations = audit_minimal_pairs(Perturbation.preset(preset, scenario))
+            found.extend(f"preset {preset}: {v}" for v in violations)
+        return f"{len(PRESETS)} presets"
+    for axis in scenario.axes.values():
+        try:
+            design = Perturbation(scenario, vary={axis.name: list(axis.levels)}, fixed=axis.check)
+        except DesignError as exc:
+            found.append(f"axis {axis.name!r}: its levels do not form one design: {exc}")
+            continue
+        found.extend(f"axis {axis.name}: {v}" for v in audit_minimal_pairs(design))
+    return f"{len(scenario.axes)} single-axis designs"
 
 
 def show_design_demo(out: TextIO) -> int:

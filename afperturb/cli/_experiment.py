@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from afperturb.design import PRESETS, Perturbation
 from afperturb.errors import AfperturbError, DesignError, short_repr, unknown_choice
 from afperturb.records import Request, SamplingParams
+from afperturb.scenario import Scenario
 
 __all__ = ["Experiment", "ModelSpec", "RequestSpec", "load_experiment"]
 
@@ -114,8 +115,16 @@ class Experiment(BaseModel):
                 raise DesignError("an experiment uses either preset or vary/fixed, not both")
             if self.preset not in PRESETS:
                 raise unknown_choice("preset", self.preset, PRESETS)
-            return Perturbation.preset(self.preset, self.scenario)
-        return Perturbation(self.scenario, vary=self.vary, fixed=self.fixed)
+            return Perturbation.preset(self.preset, self.load_scenario())
+        return Perturbation(self.load_scenario(), vary=self.vary, fixed=self.fixed)
+
+    def load_scenario(self) -> Scenario:
+        """The ``scenario`` key: a built-in name, a template folder or a prompt-file file.
+
+        Paths are relative to the experiment file's folder (a prompt-file declaration is a
+        ``.toml`` naming ``[scenario] system_file``).
+        """
+        return Scenario.from_spec(self.scenario, self.base_dir)
 
     def store_path(self) -> Path:
         """The store, relative to the experiment file's folder (whose folder must exist)."""
