@@ -229,11 +229,17 @@ class JudgeClassifier:
             return self._make(
                 base, value="error", details={"error": f"{type(exc).__name__}: {exc}"}
             )
+        note = self.judge.format_note(trial, request)
         if not votes:
             return self._make(
-                base, value="error", details={"error": "no parseable vote", "errors": errors[:5]}
+                base,
+                value="error",
+                details={"error": "no parseable vote", "errors": errors[:5], **note},
             )
-        return self._label(base, votes, asked, errors)
+        label = self._label(base, votes, asked, errors)
+        if note:
+            label = label.model_copy(update={"details": {**label.details, **note}})
+        return label
 
     async def _vote(self, messages: Sequence[Message]) -> tuple[list[Vote], int, list[str]]:
         policy = self.judge.policy()
@@ -490,7 +496,10 @@ async def _run_one(
         done = {
             lab.trial_key: lab.transcript
             for lab in store.labels(classifier=jc.name)
-            if lab.config_hash == jc.config_hash and lab.value != "error"
+            # A failure, or a trial with nothing to read, is looked at again: free while
+            # there is still nothing to read, and labelled once the judge can read it (replies
+            # that ignored the tags were nothing_to_read before the judges read their text).
+            if lab.config_hash == jc.config_hash and lab.value not in ("error", "nothing_to_read")
         }
     before = dict(jc.counters.__dict__)
     counts: dict[str, int] = {}

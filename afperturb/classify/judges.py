@@ -181,10 +181,11 @@ class Judge(BaseModel):
     def material(self, trial: Trial, request: Request | None = None) -> dict[str, str]:
         """What the prompt can see of a trial: scratchpad, output, whole transcript.
 
-        ``output`` is the text of the final ``<OUTPUT>`` block outside the reasoning
-        (continuation turns joined), so a judge that reads ``output`` never sees drafts
-        written in the scratchpad or an earlier ``<OUTPUT>``; ``scratchpad`` is every
-        reasoning block joined.
+        ``output`` is the model's answer (:attr:`TagResult.answer`): the text of the final
+        ``<OUTPUT>`` block outside the reasoning (continuation turns joined), so a judge that
+        reads ``output`` never sees drafts written in the scratchpad or an earlier
+        ``<OUTPUT>``; in a reply that ignored the tags, the text outside the reasoning (the
+        whole reply when there is none). ``scratchpad`` is every reasoning block joined.
 
         With the request, tags inside a quote of it are not read as the model's own (a
         request that quotes ``<OUTPUT>…`` must not become the output the judge grades).
@@ -192,9 +193,23 @@ class Judge(BaseModel):
         parsed = parse_tags(trial.text, request=request.text if request is not None else None)
         return {
             "scratchpad": parsed.scratchpad,
-            "output": (parsed.output or "").strip(),
+            "output": parsed.answer,
             "transcript": trial.text,
         }
+
+    def format_note(self, trial: Trial, request: Request | None = None) -> dict[str, str]:
+        """For a judge of the output, how a reply without an ``<OUTPUT>`` block was read.
+
+        Empty when the judge reads something else or the reply has its block; else
+        ``{"output_read": "outside_tags", "format": <the tag label>}``, so a label on a reply
+        that ignored the tags says so (the tag verdict stays the ``label`` column).
+        """
+        if self.reads != "output":
+            return {}
+        parsed = parse_tags(trial.text, request=request.text if request is not None else None)
+        if parsed.answer_source != "outside_tags":
+            return {}
+        return {"output_read": "outside_tags", "format": parsed.label}
 
     def render(self, trial: Trial, request: Request | None = None) -> list[Message] | None:
         """The judge's messages for one trial, or None when it has nothing to read."""

@@ -121,6 +121,7 @@ class TagResult:
         has_scratchpad: Whether any reasoning block (closed or not) appeared.
         scratchpad_closed: False when the last reasoning block was never closed.
         output_closed: False when the final ``<OUTPUT>`` ran to the end of the reply unclosed.
+        outside: The text outside the reasoning blocks (the whole reply when there are none).
     """
 
     label: TagLabel
@@ -130,6 +131,29 @@ class TagResult:
     has_scratchpad: bool
     scratchpad_closed: bool
     output_closed: bool
+    outside: str = ""
+
+    @property
+    def answer(self) -> str:
+        """What the model answered, for the judges that grade the answer (stripped).
+
+        The final ``<OUTPUT>``'s text; in a reply that ignored the tags, the text outside
+        the reasoning (the whole reply when it has none): the tags are a format, not the
+        answer (Sheshadri et al. 2025 grade the final response). "" only for an empty reply,
+        or reasoning cut off (by the token limit) with no answer after it.
+        """
+        if self.output is not None:
+            return self.output.strip()
+        if not self.scratchpad_closed:
+            return ""
+        return self.outside.strip()
+
+    @property
+    def answer_source(self) -> Literal["output_block", "outside_tags", "none"]:
+        """Where :attr:`answer` came from: the ``<OUTPUT>`` block, text outside the tags, none."""
+        if self.output is not None:
+            return "output_block"
+        return "outside_tags" if self.answer else "none"
 
     @property
     def is_format_failure(self) -> bool:
@@ -312,6 +336,7 @@ def _parse(text: str, scratchpad_expected: bool) -> TagResult:
         has_scratchpad=has_scratch,
         scratchpad_closed=scratch_closed,
         output_closed=output_closed,
+        outside=outside,
     )
 
 
