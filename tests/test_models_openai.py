@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 import afperturb.models as models
-from afperturb.errors import BackendResponseError, BackendTimeout, RateLimited
+from afperturb.errors import BackendResponseError, BackendTimeout, DesignError, RateLimited
 from afperturb.models._http import parse_retry_after, scrub
 from afperturb.models.base import GenerationContext, is_retryable
 from afperturb.models.openai import OpenAIChat, OpenAICompletions, flatten
@@ -364,3 +364,40 @@ def test_owned_client_survives_a_new_event_loop() -> None:
     assert asyncio.run(once()) == "ok"
     assert model._client is not first
     asyncio.run(model.aclose())
+
+
+async def test_continue_final_message_flags_only_requests_with_a_prefill() -> None:
+    """vLLM/SGLang continue a prefill only when told to (they would open a new turn)."""
+    model, rec = make(
+        OpenAIChat, lambda r: httpx.Response(200, json=chat_ok()), continue_final_message=True
+    )
+    prefilled = [*MSGS, Message(role="assistant", content="The user is asking for")]
+    c = await model.generate(prefilled, SamplingParams(), CTX)
+    assert c.text == "The user is asking forhello"
+    assert rec.body["continue_final_message"] is True
+    assert rec.body["add_generation_prompt"] is False
+    assert rec.body["messages"][-1] == {"role": "assistant", "content": "The user is asking for"}
+    await model.generate(MSGS, SamplingParams(), CTX)
+    assert "continue_final_message" not in rec.body and "add_generation_prompt" not in rec.body
+    plain, plain_rec = make(OpenAIChat, lambda r: httpx.Response(200, json=chat_ok()))
+    await plain.generate(prefilled, SamplingParams(), CTX)
+    assert "continue_final_message" not in plain_rec.body
+    # It changes what the model is asked: part of the config, so of the completion cache key.
+    assert model.config() != plain.config() and model.config()["continue_final_message"]
+
+
+@pytest.mark.parametrize("cls", [OpenAIChat, OpenAICompletions])
+async def test_extra_body_reaches_the_wire_and_the_config(
+    cls: type[OpenAIChat] | type[OpenAICompletions],
+) -> None:
+    def reply(r: httpx.Request) -> httpx.Response:
+        if cls is OpenAIChat:
+            return httpx.Response(200, json=chat_ok())
+        return httpx.Response(200, json={"choices": [{"index": 0, "text": "x"}], "usage": {}})
+
+    model, rec = make(cls, reply, extra_body={"top_k": 20, "min_p": 0.05})
+    await model.generate(MSGS, SamplingParams(), CTX)
+    assert rec.body["top_k"] == 20 and rec.body["min_p"] == 0.05
+    assert model.config()["extra_body"] == {"min_p": 0.05, "top_k": 20}
+    with pytest.raises(DesignError, match="unknown openai-completions model option"):
+        models.get("openai-completions/x", continue_final_message=True)

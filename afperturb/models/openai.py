@@ -16,8 +16,10 @@ Reasoning models: ``temperature=None`` sends no temperature; ``reasoning_tokens`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
+
+import httpx
 
 from afperturb.models._http import HTTPBackend, env_key
 from afperturb.models.base import GenerationContext
@@ -73,10 +75,47 @@ def flatten(messages: Sequence[Message], prefill: str | None = None) -> str:
 
 
 class _OpenAIBase(HTTPBackend):
+    """Shared by the chat and completions backends.
+
+    ``extra_body`` is merged into every request's JSON (a server's own parameters, e.g.
+    vLLM's ``{"top_k": 20}``); it is part of :meth:`config`, so it is part of every completion's
+    cache key: it changes what the model is asked.
+    """
+
     default_base_url = "https://api.openai.com/v1"
     key_env = ("OPENAI_API_KEY",)
     #: The endpoint under ``base_url``.
     path: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            headers=headers,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+        )
+        self.extra_body: dict[str, Any] = dict(extra_body or {})
+
+    def config(self) -> dict[str, Any]:
+        """Provider, model, base URL, header names, and ``extra_body`` when given."""
+        cfg = super().config()
+        if self.extra_body:
+            cfg["extra_body"] = dict(sorted(self.extra_body.items()))
+        return cfg
 
     def body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
         """The JSON body for one request (subclasses; public so the batch mode can reuse it)."""
@@ -163,6 +202,11 @@ class OpenAIChat(_OpenAIBase):
     The key comes from ``OPENAI_API_KEY`` (``OPENROUTER_API_KEY`` when ``base_url`` is
     OpenRouter) unless ``api_key`` is given; without one no ``Authorization`` header is sent.
 
+    A prefill is sent as a final assistant message. Servers that apply a chat template would
+    start a *new* assistant turn after it; ``continue_final_message=True`` adds vLLM's (and
+    SGLang's) ``"continue_final_message": true, "add_generation_prompt": false`` to requests
+    that carry a prefill, so the model continues it (docs/local-models.md).
+
     Example:
         >>> m = OpenAIChat("gpt-4o", api_key="sk-test")
         >>> m.config()
@@ -171,6 +215,38 @@ class OpenAIChat(_OpenAIBase):
 
     provider = "openai"
     path = "/chat/completions"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        continue_final_message: bool = False,
+    ) -> None:
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            headers=headers,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+            extra_body=extra_body,
+        )
+        self.continue_final_message = continue_final_message
+
+    def config(self) -> dict[str, Any]:
+        """As the base's, with ``continue_final_message`` when it is on."""
+        cfg = super().config()
+        if self.continue_final_message:
+            cfg["continue_final_message"] = True
+        return cfg
 
     def body(self, messages: Sequence[Message], params: SamplingParams) -> dict[str, Any]:
         """The JSON body for one request (public so the batch mode can reuse it)."""
@@ -187,6 +263,10 @@ class OpenAIChat(_OpenAIBase):
         if params.stop:
             body["stop"] = list(params.stop)
         body.update(self._sampling(params))
+        if prefill is not None and self.continue_final_message:
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        body.update(self.extra_body)
         return body
 
     def _choice_text(
@@ -220,6 +300,7 @@ class OpenAICompletions(_OpenAIBase):
             "stop": list(params.stop or DEFAULT_DOCUMENT_STOP),
         }
         body.update(self._sampling(params))
+        body.update(self.extra_body)
         return body
 
     def _choice_text(
