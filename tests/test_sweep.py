@@ -228,7 +228,7 @@ def test_limiter_reads_rate_limit_headers() -> None:
 
 
 async def test_limiter_adopts_stated_limits_and_pauses_before_running_out() -> None:
-    from afperturb.models._http1 import ReplyHeaders
+    from httpx import Headers as ReplyHeaders  # case-insensitive, as every reply's headers
 
     now = [50.0]
     lim = AdaptiveLimiter(64, rpm=1200, clock=lambda: now[0])

@@ -192,8 +192,10 @@ async def test_provider_rate_limit_headers_pace_the_sweep(monkeypatch: pytest.Mo
     assert paced < 30 and blind > 5 * (paced + 20), (paced, blind)
 
 
-async def test_every_fault_kind_over_the_http1_pool_ends_each_trial_once(tmp_path: Path) -> None:
-    """The benchmark server's faults, all at once, through the backends' HTTP/1.1 pool:
+async def test_every_fault_kind_over_the_aiohttp_path_ends_each_trial_once(
+    tmp_path: Path,
+) -> None:
+    """The benchmark server's faults, all at once, through the backends' aiohttp transport:
     dropped connections (fresh and reused), hangs, 429s with retry-after, 500s, malformed and
     missing bodies, truncated replies (continued with <NEXT/>). Every trial ends completed or
     failed with a reason, once; the retries are bounded."""
@@ -215,7 +217,29 @@ async def test_every_fault_kind_over_the_http1_pool_ends_each_trial_once(tmp_pat
     assert frame[frame["status"] == "failed"]["error"].map(bool).all()
     assert (frame["status"] == "completed").mean() > 0.95
     assert all(stats["by_fault"].get(kind, 0) > 0 for kind in faults)
-    # Each trial: one or two turns (truncated replies), each at most 9 attempts. Measured:
-    # 342 requests for 268 turns (the engine sent 327; the other 15 are the pool resending a
-    # request whose reused connection was dropped before any reply byte).
+    # Each trial: one or two turns (truncated replies), each at most 9 attempts. Every request
+    # the server saw is one the engine sent: the transport resends nothing.
     assert stats["requests"] < 240 * 2
+    assert stats["requests"] == res.run_info["sent"]
+
+
+async def test_a_connection_closed_mid_request_is_one_engine_retry_counted(tmp_path: Path) -> None:
+    """A reused keep-alive connection that the server closes after reading a POST (before any
+    reply byte: a load balancer cutting an idle connection during a long call) is not resent
+    by the transport: the engine retries it once, and its attempt count says so. The provider
+    may have billed the dropped request; the engine's count is the bill's."""
+    bench = load_benchmark_server()
+    async with bench.LoopbackServer(latency=0.001, seed=1) as server:
+        server.script([None, "close"])  # trial 1 opens the connection; trial 2's POST is cut
+        model = models.get("openai/m", base_url=server.base_url, api_key="k")
+        cfg = SweepConfig(max_retries=3, backoff_base=0.001, progress=False)
+        res = await sweep_async(
+            FakePerturbation(), model, requests(1), store=tmp_path / "s.sqlite",
+            concurrency=1, config=cfg,
+        )  # fmt: skip
+        await model.aclose()
+        stats = server.stats()
+    frame = res.to_frame()
+    assert (frame["status"] == "completed").all() and len(frame) == 2
+    assert stats["by_fault"] == {"close": 1}
+    assert stats["requests"] == 3 == res.run_info["sent"]  # 2 trials + exactly one retry

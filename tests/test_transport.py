@@ -19,9 +19,11 @@ import httpx
 import pytest
 from _loopback import load_benchmark_server
 
+from afperturb import models
 from afperturb.errors import BackendResponseError, BackendTimeout, DesignError, RateLimited
 from afperturb.models import _transport
 from afperturb.models._transport import AiohttpTransport, make_async_client
+from afperturb.models.base import is_retryable
 from afperturb.records import Message, SamplingParams
 
 bench = load_benchmark_server()
@@ -121,6 +123,15 @@ class Echo:
         if path == "/redirect":
             status = 302
             extra.append(("location", "/landed"))
+        if path.startswith("/big"):
+            payload = b'{"pad": "' + b"x" * 5000 + b'"}'
+        if path == "/chunked-big":  # no Content-Length: the cap applies while reading
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for _ in range(10):
+                writer.write(b"3e8\r\n" + b"y" * 1000 + b"\r\n")
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            return True
         head = f"HTTP/1.1 {status} Custom Reason\r\ncontent-length: {len(payload)}\r\n"
         head += "".join(f"{k}: {v}\r\n" for k, v in extra)
         writer.write(head.encode() + b"\r\n" + payload)
@@ -212,9 +223,12 @@ async def test_error_statuses_are_returned_not_raised(
         assert response.headers["retry-after"] == "7"
 
 
-async def test_gzip_bodies_are_decoded_once_by_httpx(echo: Echo, client: httpx.AsyncClient) -> None:
+async def test_gzip_bodies_are_decoded_once_under_the_cap(
+    echo: Echo, client: httpx.AsyncClient
+) -> None:
+    """The transport inflates gzip itself (bounded) and drops the header: httpx decodes none."""
     response = await client.get(echo.url + "/gzip")
-    assert response.headers["content-encoding"] == "gzip"
+    assert "content-encoding" not in response.headers
     assert _seen(response)["method"] == "GET"
 
 
@@ -633,8 +647,8 @@ async def test_post_bytes_returns_error_statuses_and_decodes_gzip(
     limited = await lean.post_bytes(echo.url + "/status/429", b"{}", _JSON_HEADERS)
     assert limited.status_code == 429 and limited.headers["retry-after"] == "7"
     zipped = await lean.post_bytes(echo.url + "/gzip", b"{}", _JSON_HEADERS)
-    assert isinstance(zipped, httpx.Response)  # httpx decodes compressed replies
-    assert zipped.json()["target"] == "/gzip"
+    assert isinstance(zipped, _transport.RawResponse)  # inflated by the transport, capped
+    assert zipped.json()["target"] == "/gzip" and "content-encoding" not in zipped.headers
 
 
 async def test_post_bytes_maps_failures_like_the_transport(echo: Echo) -> None:
@@ -666,8 +680,10 @@ async def test_post_bytes_takes_httpx_path_when_httpx_features_are_configured(
     assert isinstance(reply, httpx.Response)
     assert _seen(reply)["headers"]["authorization"].startswith("Basic ")
     async with make_async_client(transport="httpx") as c:
-        reply = await c.post_bytes(echo.url + "/h", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
-    assert isinstance(reply, httpx.Response)
+        # httpx's own client (it mounts the environment's proxies itself): no lean path.
+        assert type(c) is httpx.AsyncClient
+        reply = await c.post(echo.url + "/h", content=b"{}", headers=_JSON_HEADERS)
+    assert isinstance(reply, httpx.Response) and reply.status_code == 200
     async with make_async_client() as c:
         with caplog.at_level(logging.INFO, logger="httpx"):
             await c.post_bytes(echo.url + "/logged", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
@@ -716,3 +732,97 @@ def test_encode_json_refuses_nan_like_httpx() -> None:
 
     with pytest.raises(ValueError):
         encode_json({"t": float("nan")})
+
+
+# -- issue 17: cancellation, body cap, slots ------------------------------------------------
+
+
+async def test_cancelling_one_request_during_a_shared_dns_lookup_ends_only_that_one(
+    echo: Echo,
+) -> None:
+    """Five requests wait on one slow lookup of the same host; one is cancelled: four finish."""
+    import aiohttp
+    from aiohttp.abc import AbstractResolver
+
+    port = int(echo.url.rsplit(":", 1)[1])
+
+    class SlowResolver(AbstractResolver):
+        calls = 0
+
+        async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[Any]:
+            SlowResolver.calls += 1
+            await asyncio.sleep(0.3)
+            return [
+                {"hostname": host, "host": "127.0.0.1", "port": port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}
+            ]  # fmt: skip
+
+        async def close(self) -> None:
+            return None
+
+    engine = _transport.AiohttpTransport(limit=8, connector_kwargs={"resolver": SlowResolver()})
+    async with _transport._LeanAsyncClient(engine=engine, timeout=10.0) as c:
+        url = f"http://slow.test:{port}/x"
+        tasks = [asyncio.ensure_future(c.post_bytes(url, b"{}", _JSON_HEADERS)) for _ in range(5)]
+        await asyncio.sleep(0.1)  # all five are waiting on the lookup
+        tasks[0].cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert all(getattr(r, "status_code", None) == 200 for r in results[1:]), results
+    assert SlowResolver.calls == 1  # one shared lookup
+    assert isinstance(aiohttp.__version__, str)
+
+
+async def test_a_reply_over_the_body_cap_is_a_clear_non_retryable_error(echo: Echo) -> None:
+    async with make_async_client(max_body_bytes=1000) as c:
+        with pytest.raises(_transport.ReplyTooLarge, match="over 1000"):
+            await c.post_bytes(echo.url + "/big", b"{}", _JSON_HEADERS)  # type: ignore[attr-defined]
+        with pytest.raises(_transport.ReplyTooLarge, match="over 1000"):
+            await c.get(echo.url + "/big")
+        with pytest.raises(_transport.ReplyTooLarge, match="larger than 1000"):
+            await c.get(echo.url + "/chunked-big")
+    # A compression bomb stops at the cap, decompressed.
+    bomb = gzip.compress(b"{" + b" " * 5_000_000 + b"}")
+    with pytest.raises(_transport.ReplyTooLarge, match="decompressed"):
+        _transport._inflate(bomb, "gzip", 1_000_000)
+    assert _transport._inflate(gzip.compress(b'{"a": 1}'), "gzip", 100) == b'{"a": 1}'
+    # Through a backend it is a non-retryable BackendResponseError naming the cap.
+    model = models.get(
+        "openai/m", base_url=echo.url + "/big", api_key="k",
+        client=make_async_client(max_body_bytes=1000),
+    )  # fmt: skip
+    with pytest.raises(BackendResponseError, match="reply body") as info:
+        await model.generate([Message(role="user", content="q")], SamplingParams())
+    assert not is_retryable(info.value)
+
+
+async def test_a_sweep_grows_the_backends_connection_slots_to_its_concurrency() -> None:
+    model = models.get("openai/m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    client = model.client
+    engine = client._engine  # type: ignore[attr-defined]
+    assert engine.limit == 512
+    model.reserve_connections(2048)  # type: ignore[attr-defined]
+    assert engine.limit == 2048
+    model.reserve_connections(64)  # type: ignore[attr-defined]
+    assert engine.limit == 2048  # never shrinks
+    await model.aclose()
+    fresh = models.get("openai/m", base_url="http://127.0.0.1:9/v1", api_key="k")
+    fresh.reserve_connections(1500)  # type: ignore[attr-defined]
+    assert fresh.client._engine.limit == 1500  # type: ignore[attr-defined]
+    await fresh.aclose()
+
+
+async def test_reserve_grows_an_open_sessions_slots(echo: Echo) -> None:
+    engine = _transport.AiohttpTransport(limit=1)
+    async with _transport._LeanAsyncClient(engine=engine, timeout=5.0) as c:
+        await c.post_bytes(echo.url + "/x", b"{}", _JSON_HEADERS)  # opens the session
+        engine.reserve(3)
+        hanging = [
+            asyncio.ensure_future(c.post_bytes(echo.url + "/hang", b"{}", _JSON_HEADERS))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.1)  # all three on the wire: three slots, none left
+        assert engine._current is not None and engine._current.slots._value == 0
+        for task in hanging:
+            task.cancel()
+        await asyncio.gather(*hanging, return_exceptions=True)

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, NoReturn
 import httpx
 
 from afperturb.errors import BackendError, BackendResponseError, BackendTimeout, RateLimited
-from afperturb.models._transport import RawResponse, _LeanAsyncClient
+from afperturb.models._transport import RawResponse, _LeanAsyncClient, make_async_client
 from afperturb.models.base import GenerationContext
 
 #: Statuses worth retrying besides 429 and 5xx (request timeout, conflict, Anthropic overload).
@@ -44,7 +44,8 @@ RETRYABLE_STATUS = frozenset({408, 409, 529})
 #: Defaults for a client we create ourselves: generous read timeout (reasoning models are slow),
 #: many connections (a sweep keeps hundreds of requests in flight).
 DEFAULT_TIMEOUT = httpx.Timeout(600.0, connect=30.0)
-DEFAULT_LIMITS = httpx.Limits(max_connections=512, max_keepalive_connections=512)
+#: Connection slots of a backend's own client before a sweep asks for more.
+DEFAULT_CONNECTIONS = 512
 _SNIPPET = 300
 
 
@@ -160,6 +161,9 @@ class HTTPBackend:
         client: An :class:`httpx.AsyncClient` to use; the caller keeps ownership.
         transport: A transport for the client we create when ``client`` is None.
         timeout: Timeout for the client we create (ignored with ``client``).
+        proxy: A proxy URL for the client we create; None honours ``HTTP(S)_PROXY`` /
+            ``ALL_PROXY`` / ``NO_PROXY`` (:func:`afperturb.models._transport.proxy_for`).
+            Not part of :meth:`config`: it changes the route, not what the model is asked.
     """
 
     provider: ClassVar[str] = ""
@@ -176,6 +180,7 @@ class HTTPBackend:
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float | httpx.Timeout | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.model = model
         self.name = f"{self.provider}/{model}"
@@ -187,6 +192,8 @@ class HTTPBackend:
         self._client_loop: asyncio.AbstractEventLoop | None = None
         self._transport = transport
         self._timeout = timeout if timeout is not None else DEFAULT_TIMEOUT
+        self._proxy = proxy
+        self._connections = DEFAULT_CONNECTIONS
         self._headers_cache: tuple[str | None, dict[str, str]] | None = None
 
     def _key_from_env(self) -> str | None:
@@ -223,10 +230,27 @@ class HTTPBackend:
         if client is None or stale:
             if client is not None and loop is not None:
                 _retire(client, loop)
-            client = _default_client(self._timeout, self._transport)
+            client = _default_client(self._timeout, self._transport, self._connections, self._proxy)
             self._client = client
             self._client_loop = loop
         return client
+
+    def reserve_connections(self, n: int) -> None:
+        """Let at least ``n`` requests be on the wire at once.
+
+        The sweep calls it with its concurrency, so its requests never queue for a connection
+        slot inside the client (a wait that would count against the attempt deadline).
+        Applies to the client this backend creates (now or later); an injected client or
+        transport is the caller's to size.
+        """
+        self._connections = max(self._connections, n)
+        client = self._client
+        if client is None or not self._owns_client or self._transport is not None:
+            return
+        engine = getattr(client, "_engine", None) or getattr(client, "_transport", None)
+        reserve = getattr(engine, "reserve", None)
+        if callable(reserve):
+            reserve(self._connections)
 
     async def aclose(self) -> None:
         """Close the client if we created it (an injected client belongs to the caller)."""
@@ -275,6 +299,10 @@ class HTTPBackend:
         except httpx.TransportError as exc:
             self._fail(
                 BackendTimeout, f"connection failed ({type(exc).__name__})", context, exc=exc
+            )
+        except httpx.DecodingError as exc:  # ReplyTooLarge, or a body that does not decode
+            self._fail(
+                BackendResponseError, f"reply body: {exc}", context, retryable=False, exc=exc
             )
         latency = time.perf_counter() - start
         found = response.headers
@@ -400,23 +428,20 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 def _default_client(
-    timeout: float | httpx.Timeout, transport: httpx.AsyncBaseTransport | None
+    timeout: float | httpx.Timeout,
+    transport: httpx.AsyncBaseTransport | None,
+    connections: int,
+    proxy: str | None,
 ) -> httpx.AsyncClient:
-    """A client for a backend used on its own (the sweep injects its shared client instead).
+    """The client a backend creates for itself.
 
-    Prefers the project's fast transport factory when it is available; a plain httpx client
-    with roomy limits otherwise, or when the caller passed its own transport.
+    The aiohttp transport with ``connections`` slots (grown to the sweep's concurrency by
+    :meth:`HTTPBackend.reserve_connections`), or a plain httpx client around the transport
+    the caller passed.
     """
     if transport is None:
-        try:
-            from afperturb.models._transport import make_async_client
-        except ImportError:
-            pass
-        else:
-            return make_async_client(
-                concurrency=DEFAULT_LIMITS.max_connections or 512, timeout=timeout
-            )
-    return httpx.AsyncClient(timeout=timeout, limits=DEFAULT_LIMITS, transport=transport)
+        return make_async_client(concurrency=connections, timeout=timeout, proxy=proxy)
+    return httpx.AsyncClient(timeout=timeout, transport=transport)
 
 
 def _ids(context: GenerationContext | None) -> dict[str, str | None]:
@@ -429,7 +454,7 @@ def _ids(context: GenerationContext | None) -> dict[str, str | None]:
 
 
 __all__ = [
-    "DEFAULT_LIMITS",
+    "DEFAULT_CONNECTIONS",
     "DEFAULT_TIMEOUT",
     "RETRYABLE_STATUS",
     "HTTPBackend",

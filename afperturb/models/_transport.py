@@ -22,34 +22,53 @@ Use :func:`make_async_client`, the one factory the backends and the sweep call::
 
 It returns a lean :class:`httpx.AsyncClient` subclass: httpx's per-request client machinery
 (header re-encoding, cookie jar, auth and redirect loops) cost more CPU than the exchange itself,
-so requests that configure none of it skip it (see :class:`_LeanAsyncClient`). POSTs (the
-backends' hot request ``post_bytes``, and any ``client.post``) go one step further, through
-afperturb's own HTTP/1.1 pool (:mod:`afperturb.models._http1`) instead of aiohttp's session.
-Sessions are made lazily in the running loop and closed when that loop shuts down, so one
-client can serve successive ``asyncio.run`` calls (a notebook running several sweeps).
+so requests that configure none of it skip it (see :class:`_LeanAsyncClient`); the backends' hot
+POST (``post_bytes``) builds no httpx objects at all. Every request, lean or not, goes through
+the one aiohttp session. Sessions are made lazily in the running loop and closed when that loop
+shuts down, so one client can serve successive ``asyncio.run`` calls (a notebook running several
+sweeps).
 
-Not supported: HTTP/2, streaming responses (bodies are read fully), proxies from the environment
-(httpx ignores them too once a transport is given), a write timeout (aiohttp has none;
-``connect``, ``read`` and ``pool`` are honoured).
+**Proxies.** ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``ALL_PROXY`` (either case) and ``NO_PROXY``
+are honoured by default, per request (:func:`proxy_for`: the scheme's variable, else
+``ALL_PROXY``; ``NO_PROXY`` hosts go direct: list ``localhost,127.0.0.1`` there for a local
+model server), or one explicit ``proxy=`` for every request. aiohttp tunnels HTTPS through the
+proxy with ``CONNECT`` and forwards plain HTTP.
+
+**Never a second POST.** aiohttp resends a request on a reused connection that died only for
+idempotent methods; a POST that fails so is an error the engine retries, once per attempt, so
+the attempt count, the rate limiter and the cost cap see every request sent. Cancelling one
+request cancels only its own task (aiohttp shields shared DNS lookups from a waiter's
+cancellation).
+
+**Limits.** Connection slots (:attr:`AiohttpTransport.limit`, an ``asyncio.Semaphore`` so
+httpx's ``pool`` timeout is honoured) follow the sweep's concurrency
+(:meth:`AiohttpTransport.reserve`); a reply body above ``max_body_bytes`` (64 MiB by default,
+after decompression) is a :class:`ReplyTooLarge` error, not a memory blow-up.
+
+Not supported: HTTP/2, streaming responses (bodies are read fully), a write timeout (aiohttp has
+none; ``connect``, ``read`` and ``pool`` are honoured).
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import importlib.util
+import ipaddress
 import json as json_module
 import logging
+import os
 import ssl as ssl_module
 import time
+import zlib
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 import httpx
-
-from afperturb.models._http1 import Http1Pool, RawResponse, header_block
 
 if TYPE_CHECKING:
     import aiohttp
@@ -79,6 +98,150 @@ def aiohttp_available() -> bool:
     return importlib.util.find_spec("aiohttp") is not None
 
 
+#: The default cap on a reply body, after decompression: far above any completion or batch
+#: result page, far below what would exhaust memory.
+MAX_BODY_BYTES = 64 * 1024 * 1024
+
+
+class ReplyTooLarge(httpx.DecodingError):
+    """A reply body longer than the transport's ``max_body_bytes`` (compressed or not)."""
+
+
+class RawResponse:
+    """A fully read reply of the fast path: what a backend reads of an :class:`httpx.Response`.
+
+    ``status_code``, case-insensitive ``headers``, ``content`` (bytes as received), ``text``,
+    ``reason_phrase`` and ``json()`` behave as httpx's do for an uncompressed body; the lean
+    client hands a compressed reply to httpx for decoding instead (see
+    :meth:`_LeanAsyncClient.post_bytes`).
+    """
+
+    __slots__ = ("content", "headers", "raw_headers", "reason_phrase", "status_code")
+
+    def __init__(
+        self,
+        status_code: int,
+        headers: Mapping[str, str],
+        raw_headers: Any,
+        content: bytes,
+        reason_phrase: str,
+    ) -> None:
+        self.status_code = status_code
+        self.headers = headers
+        self.raw_headers = raw_headers
+        self.content = content
+        self.reason_phrase = reason_phrase
+
+    def __repr__(self) -> str:
+        return f"<RawResponse [{self.status_code} {self.reason_phrase}]>"
+
+    @property
+    def encoding(self) -> str:
+        """The charset of ``Content-Type``, else UTF-8 (httpx's default for JSON APIs)."""
+        content_type = self.headers.get("content-type", "")
+        for part in content_type.split(";")[1:]:
+            name, _, value = part.strip().partition("=")
+            if name.lower() == "charset" and value:
+                charset = value.strip("\"' ")
+                try:
+                    codecs.lookup(charset)
+                except LookupError:
+                    break
+                return charset
+        return "utf-8"
+
+    @property
+    def text(self) -> str:
+        """The body decoded with :attr:`encoding` (undecodable bytes replaced)."""
+        return self.content.decode(self.encoding, errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON (UTF-8/16/32 detected, as httpx does)."""
+        return json_module.loads(self.content)
+
+
+#: The environment variables that choose a proxy (read per request, so a change applies).
+_PROXY_VARS = (
+    "https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY",
+    "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY",
+)  # fmt: skip
+
+
+def proxy_for(url: str, environ: Mapping[str, str] | None = None) -> str | None:
+    """The proxy the environment names for ``url``, or None to connect directly.
+
+    ``HTTPS_PROXY`` for ``https://`` URLs, ``HTTP_PROXY`` for ``http://``, else ``ALL_PROXY``
+    (lower-case names win, as curl reads them). ``NO_PROXY`` exempts hosts: ``*``, host names
+    with their subdomains, ``.suffix``, ``host:port``, IP addresses and CIDR blocks. As with
+    curl and httpx, loopback is not exempt by itself: list it (``NO_PROXY=localhost,
+    127.0.0.1``) so a local model server is reached directly.
+
+    Example:
+        >>> env = {"HTTPS_PROXY": "http://proxy:3128", "NO_PROXY": "localhost,127.0.0.1"}
+        >>> proxy_for("https://api.openai.com/v1", env)
+        'http://proxy:3128'
+        >>> proxy_for("https://127.0.0.1:8000/v1", env) is None
+        True
+    """
+    env = os.environ if environ is None else environ
+    parts = urlsplit(url)
+    scheme, host = parts.scheme.lower(), (parts.hostname or "").lower()
+    chosen = None
+    for name in (f"{scheme}_proxy", "all_proxy"):
+        chosen = env.get(name) or env.get(name.upper())
+        if chosen:
+            break
+    if not chosen:
+        return None
+    no_proxy = env.get("no_proxy") or env.get("NO_PROXY") or ""
+    if no_proxy and _bypassed(host, parts.port, no_proxy):
+        return None
+    return chosen if "://" in chosen else f"http://{chosen}"
+
+
+def _bypassed(host: str, port: int | None, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` exempts ``host`` (curl's rules, plus CIDR blocks)."""
+    for raw in no_proxy.replace(" ", "").split(","):
+        entry = raw.lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if "/" in name:
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(host.strip("[]")) in ipaddress.ip_network(name, False):
+                    return True
+            continue
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+def _inflate(body: bytes, encoding: str, cap: int) -> bytes | None:
+    """``body`` decompressed (gzip or deflate) with at most ``cap`` bytes out, else None.
+
+    None for an encoding this does not decode (httpx decodes those); :class:`ReplyTooLarge`
+    when the decoded body would pass ``cap`` (a compression bomb stops at the cap).
+    """
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        return None
+    decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+    try:
+        out = decoder.decompress(body, cap + 1)
+    except zlib.error:
+        if encoding != "deflate":
+            raise
+        decoder = zlib.decompressobj(-zlib.MAX_WBITS)  # raw deflate, as some servers send
+        out = decoder.decompress(body, cap + 1)
+    if len(out) > cap or decoder.unconsumed_tail:
+        raise ReplyTooLarge(f"reply body larger than {cap} bytes once decompressed")
+    return out
+
+
 class AiohttpTransport(httpx.AsyncBaseTransport):
     """An :class:`httpx.AsyncBaseTransport` that sends requests with aiohttp.
 
@@ -89,11 +252,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     discarded.
 
     Args:
-        limit: Most connections open at once (size it to the concurrency); requests beyond it
-            wait for a free connection, bounded by httpx's ``pool`` timeout.
+        limit: Most requests on the wire at once (size it to the concurrency; :meth:`reserve`
+            raises it); requests beyond it wait for a free slot, bounded by httpx's ``pool``
+            timeout.
         keepalive_timeout: Seconds an idle connection is kept for reuse.
         ssl: ``True`` (verify), ``False`` (do not verify) or an :class:`ssl.SSLContext`.
         connector_kwargs: Extra :class:`aiohttp.TCPConnector` arguments.
+        proxy: One proxy URL for every request; None (the default) reads the environment per
+            request (:func:`proxy_for`), unless ``trust_env`` is False.
+        trust_env: Read ``HTTP(S)_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY``.
+        max_body_bytes: Longest reply body accepted (after decompression).
     """
 
     def __init__(
@@ -103,6 +271,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         keepalive_timeout: float = 30.0,
         ssl: ssl_module.SSLContext | bool = True,
         connector_kwargs: Mapping[str, Any] | None = None,
+        proxy: str | None = None,
+        trust_env: bool = True,
+        max_body_bytes: int = MAX_BODY_BYTES,
     ) -> None:
         if limit < 1:
             raise ValueError(f"limit must be a positive number of connections; got {limit!r}")
@@ -115,8 +286,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             ) from exc
         self._aiohttp = aiohttp
         self.limit = limit
+        self.proxy = proxy
+        self.trust_env = trust_env
+        self.max_body_bytes = max_body_bytes
+        self._proxies: dict[tuple[str, tuple[str | None, ...]], str | None] = {}
         self._connector_kwargs: dict[str, Any] = {
-            "limit": limit,
+            # The slots below bound what is on the wire; the connector itself does not wait.
+            "limit": 0,
             "limit_per_host": 0,
             "keepalive_timeout": keepalive_timeout,
             "ssl": ssl,
@@ -132,10 +308,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
         self._yarl = yarl
         self._closed = False
-        # The backends' fast path (post_bytes) uses afperturb's own HTTP/1.1 pool unless the
-        # connector was customised (a resolver, local address, ...: only aiohttp honours it).
-        self._http1 = not connector_kwargs
-        self._head_blocks: dict[int, tuple[list[tuple[str, str]], bytes]] = {}
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("open" if self._current else "idle")
@@ -161,16 +333,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 return entry
             _abandon(entry)
         session = self._new_session()
-        pool = None
-        if self._http1:
-            keepalive = self._connector_kwargs["keepalive_timeout"]
-            ssl = self._connector_kwargs["ssl"]
-            pool = Http1Pool(loop, ssl=ssl, keepalive_timeout=keepalive)
-        guard = _close_at_loop_end(session, pool)
+        guard = _close_at_loop_end(session)
         await anext(guard)  # registers with the loop's async-generator hooks
-        entry = _LoopSession(session, asyncio.Semaphore(self.limit), guard, pool)
+        entry = _LoopSession(session, asyncio.Semaphore(self.limit), guard, self.limit)
         self._loop, self._current = loop, entry
         return entry
+
+    def reserve(self, limit: int) -> None:
+        """Allow at least ``limit`` requests on the wire (a sweep's concurrency).
+
+        Grows the open sessions' slots in place (never shrinks: requests may hold them).
+        """
+        if limit <= self.limit:
+            return
+        self.limit = limit
+        entries = [*self._others.values(), *([self._current] if self._current else [])]
+        for entry in entries:
+            for _ in range(limit - entry.size):
+                entry.slots.release()  # an asyncio.Semaphore may grow past its start value
+            entry.size = limit
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for ``url``: the explicit one, else the environment's (cached per host)."""
+        if self.proxy is not None or not self.trust_env:
+            return self.proxy
+        parts = urlsplit(url)
+        env = tuple(os.environ.get(name) for name in _PROXY_VARS)
+        key = (f"{parts.scheme}://{parts.netloc}", env)
+        if key not in self._proxies:
+            if len(self._proxies) >= _URL_CACHE_SIZE:
+                self._proxies.clear()
+            self._proxies[key] = proxy_for(url)
+        return self._proxies[key]
 
     def _new_session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -212,19 +406,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     # -- the transport API ------------------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send one request and return the fully read httpx response.
-
-        POSTs go through the HTTP/1.1 pool (as the backends' :meth:`post_bytes` does) unless
-        the connector was customised or the request names another ``Host`` than its URL;
-        every other request goes through aiohttp.
-        """
+        """Send one request through aiohttp and return the fully read httpx response."""
         timeouts = request.extensions.get("timeout")
         entry = await self._acquire(timeouts, request)
         try:
-            if entry.pool is not None and request.method == "POST":
-                reply = await _post_via_pool(entry.pool, request, timeouts)
-                if reply is not None:
-                    return _httpx_response(reply)
             return await self._send(entry.session, request, timeouts)
         finally:
             entry.slots.release()
@@ -259,7 +444,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         reply = await self._exchange(
             session, request.method, self._url(str(request.url)), body, headers, timeouts, request
         )
-        return _httpx_response(reply)
+        return _httpx_response(self.decoded(reply))
+
+    def decoded(self, reply: RawResponse) -> RawResponse:
+        """``reply`` with a gzip/deflate body decompressed under the body cap.
+
+        httpx would decompress it without a limit (a 255 KiB gzip reply can hold 256 MiB);
+        the decoded reply drops ``Content-Encoding`` and ``Content-Length`` so it is not
+        decoded twice. Other encodings (br, zstd) are left to httpx.
+        """
+        encoding = reply.headers.get("content-encoding", "identity").lower().strip()
+        if encoding == "identity":
+            return reply
+        inflated = _inflate(reply.content, encoding, self.max_body_bytes)
+        if inflated is None:
+            return reply
+        drop = (b"content-encoding", b"content-length")
+        raw = tuple((k, v) for k, v in reply.raw_headers if k.lower() not in drop)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in raw}
+        return RawResponse(reply.status_code, headers, raw, inflated, reply.reason_phrase)
 
     async def _exchange(
         self,
@@ -281,9 +484,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=headers,
                 timeout=self._timeout(timeouts),
                 allow_redirects=False,
+                proxy=self._proxy(str(url)),
             )
             try:
-                content = await resp.read()
+                content = await self._read(resp, request)
             finally:
                 resp.release()
         except aiohttp.ClientError as exc:
@@ -294,6 +498,23 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise httpx.ConnectError(str(exc) or repr(exc), request=request) from exc
         return RawResponse(resp.status, resp.headers, resp.raw_headers, content, resp.reason or "")
 
+    async def _read(self, resp: Any, request: httpx.Request | None) -> bytes:
+        """The whole body, refusing one longer than ``max_body_bytes`` before reading it all."""
+        cap = self.max_body_bytes
+        length = resp.content_length
+        if length is not None and length <= cap:
+            content: bytes = await resp.read()
+            return content
+        if length is not None:
+            raise ReplyTooLarge(f"reply body of {length} bytes is over {cap}", request=request)
+        chunks, size = [], 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > cap:
+                raise ReplyTooLarge(f"reply body larger than {cap} bytes", request=request)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def post_bytes(
         self,
         url: str,
@@ -303,42 +524,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     ) -> RawResponse:
         """POST ``body`` to the absolute ``url`` without building httpx objects (the fast path).
 
-        Same connection slots, timeouts and error mapping as :meth:`handle_async_request`;
-        ``headers`` are sent as given (``Host`` and ``Content-Length`` are added). Unless the
-        connector was customised, the exchange goes through afperturb's own HTTP/1.1 pool
-        (:mod:`afperturb.models._http1`; a backend request then costs about half the CPU of
-        a bare aiohttp loop's, ``benchmarks/README.md``) instead of the aiohttp session. The
-        reply body is returned as received (not decompressed).
+        Same connection slots, timeouts, proxies and error mapping as
+        :meth:`handle_async_request`; ``headers`` are sent as given (aiohttp adds ``Host`` and
+        ``Content-Length``). The reply body is returned as received (not decompressed).
         """
         entry = await self._acquire(timeouts, None)
         try:
-            pool = entry.pool
-            if pool is not None:
-                try:
-                    head = self._head_block(headers)
-                    return await pool.post(url, head, body, timeouts)
-                except ValueError:
-                    pass  # a URL or header the pool does not send (user:pass@host): aiohttp's
             return await self._exchange(
                 entry.session, "POST", self._url(url), body, headers, timeouts, None
             )
         finally:
             entry.slots.release()
-
-    def _head_block(self, headers: list[tuple[str, str]]) -> bytes:
-        """The encoded header lines of ``headers``, remembered per list object.
-
-        The lean client passes the same cached list for the same headers.
-        """
-        found = self._head_blocks.get(id(headers))
-        if found is not None and found[0] is headers:
-            return found[1]
-        block = header_block(headers)
-        if len(self._head_blocks) >= _URL_CACHE_SIZE:
-            self._head_blocks.clear()
-        # The list is kept with its block, so its id cannot be reused by another list.
-        self._head_blocks[id(headers)] = (headers, block)
-        return block
 
     async def aclose(self) -> None:
         """Close every session: here, on its own (live) loop, or forget it (dead loop)."""
@@ -351,8 +547,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         current = asyncio.get_running_loop()
         for loop, entry in entries.items():
             if loop is current:
-                if entry.pool is not None:
-                    await entry.pool.aclose()
                 await entry.session.close()
                 await entry.guard.aclose()
             elif loop.is_closed():
@@ -375,32 +569,6 @@ def _httpx_response(reply: RawResponse) -> httpx.Response:
     )
 
 
-async def _post_via_pool(
-    pool: Http1Pool, request: httpx.Request, timeouts: Mapping[str, float | None] | None
-) -> RawResponse | None:
-    """``request`` (a POST) through the HTTP/1.1 pool, or None when the pool cannot send it.
-
-    The pool writes ``Host`` from the URL and ``Content-Length`` itself: a request naming
-    another host, or a URL the pool refuses (``user:pass@``), is left to aiohttp.
-    """
-    url = request.url
-    if request.headers.get("host", url.netloc.decode("ascii")) != url.netloc.decode("ascii"):
-        return None
-    headers = [
-        (name.decode("latin-1"), value.decode("latin-1"))
-        for name, value in request.headers.raw
-        if name.lower() not in _SKIP_HEADERS and name.lower() != b"host"
-    ]
-    body = await request.aread()
-    try:
-        return await pool.post(str(url), header_block(headers), body, timeouts)
-    except ValueError:
-        return None
-    except httpx.TransportError as exc:
-        exc.request = request  # as httpx's own transports do
-        raise
-
-
 @dataclass
 class _LoopSession:
     """One event loop's aiohttp session, its connection slots, and its loop-end guard."""
@@ -408,12 +576,11 @@ class _LoopSession:
     session: aiohttp.ClientSession
     slots: asyncio.Semaphore
     guard: AsyncGenerator[None, None]
-    pool: Http1Pool | None = None
+    #: The slots the semaphore was given (grown by :meth:`AiohttpTransport.reserve`).
+    size: int
 
 
-async def _close_at_loop_end(
-    session: aiohttp.ClientSession, pool: Http1Pool | None
-) -> AsyncGenerator[None, None]:
+async def _close_at_loop_end(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
     """Close ``session`` when its event loop shuts down.
 
     An async generator started in a loop is finalised by ``loop.shutdown_asyncgens()``, which
@@ -424,15 +591,11 @@ async def _close_at_loop_end(
     try:
         yield
     finally:
-        if pool is not None and not pool.closed:
-            await pool.aclose()
         if not session.closed:
             await session.close()
 
 
 async def _close_entry(entry: _LoopSession) -> None:
-    if entry.pool is not None:
-        await entry.pool.aclose()
     await entry.session.close()
     await entry.guard.aclose()
 
@@ -460,9 +623,6 @@ def _abandon(entry: _LoopSession) -> None:
     Nothing can be awaited on a dead loop; detaching the connector and finishing the guard
     synchronously keeps aiohttp and asyncio from warning later about objects nobody can close.
     """
-    if entry.pool is not None:
-        with contextlib.suppress(Exception):  # its sockets died with the loop's selector
-            entry.pool.close()
     connector = entry.session.connector
     if connector is not None and not connector.closed:
         with contextlib.suppress(Exception):
@@ -716,10 +876,12 @@ class _LeanAsyncClient(httpx.AsyncClient):
                 reply.reason_phrase,
             )
         if reply.headers.get("content-encoding", "identity").lower() != "identity":
-            # httpx decodes a body given as ``content`` with the Content-Encoding's decoder.
-            return httpx.Response(
-                reply.status_code, headers=reply.raw_headers, content=reply.content
-            )
+            reply = engine.decoded(reply)  # gzip/deflate, under the body cap
+            if reply.headers.get("content-encoding", "identity").lower() != "identity":
+                # br, zstd: httpx decodes a body given as ``content`` with its decoder.
+                return httpx.Response(
+                    reply.status_code, headers=reply.raw_headers, content=reply.content
+                )
         return reply
 
     def _merged(self, headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -753,18 +915,27 @@ def make_async_client(
     timeout: float | httpx.Timeout | None = 120.0,
     transport: TransportName = "aiohttp",
     lean: bool = True,
+    proxy: str | None = None,
+    trust_env: bool = True,
+    max_body_bytes: int = MAX_BODY_BYTES,
     **client_kwargs: Any,
 ) -> httpx.AsyncClient:
     """Build the :class:`httpx.AsyncClient` every backend and the sweep use.
 
     Args:
-        concurrency: Requests expected in flight; sizes the connection pool.
+        concurrency: Requests expected in flight; sizes the connection slots.
         timeout: Seconds (or an :class:`httpx.Timeout`) for connect, read and pool waits.
         transport: ``"aiohttp"`` (default; fast at hundreds of requests in flight) or
             ``"httpx"`` (httpx's own pool: fine up to ~32 in flight). When aiohttp is not
             installed, ``"aiohttp"`` falls back to ``"httpx"`` with a log message.
         lean: Skip httpx's auth/redirect/cookie machinery per request when none of it is
-            configured (see :class:`_LeanAsyncClient`); False gives a plain ``AsyncClient``.
+            configured (see :class:`_LeanAsyncClient`); False gives a plain ``AsyncClient``
+            over the same aiohttp transport.
+        proxy: One proxy for every request (``"http://proxy:3128"``); None reads
+            ``HTTP(S)_PROXY`` / ``ALL_PROXY`` / ``NO_PROXY`` (unless ``trust_env`` is False).
+        trust_env: Honour the proxy environment variables.
+        max_body_bytes: Longest reply body accepted, after decompression (aiohttp
+            transport; httpx's own has no cap).
         **client_kwargs: Passed to :class:`httpx.AsyncClient` (``base_url``, ``headers``, ...).
 
     Returns:
@@ -788,13 +959,25 @@ def make_async_client(
         logger.warning("aiohttp is not installed; using httpx's own transport (slow above ~32)")
         transport = "httpx"
     verify = client_kwargs.pop("verify", True)
-    engine: httpx.AsyncBaseTransport
-    if transport == "aiohttp":
-        engine = AiohttpTransport(limit=concurrency, ssl=_ssl_for(verify))
-    else:
+    if transport == "httpx":
+        # No transport= here: httpx then mounts the environment's proxies (and NO_PROXY) itself.
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        engine = httpx.AsyncHTTPTransport(limits=limits, verify=verify)
-    if lean and not {"mounts", "proxy"} & set(client_kwargs):
+        return httpx.AsyncClient(
+            timeout=timeout,
+            limits=limits,
+            verify=verify,
+            proxy=proxy,
+            trust_env=trust_env,
+            **client_kwargs,
+        )
+    engine = AiohttpTransport(
+        limit=concurrency,
+        ssl=_ssl_for(verify),
+        proxy=proxy,
+        trust_env=trust_env,
+        max_body_bytes=max_body_bytes,
+    )
+    if lean and "mounts" not in client_kwargs:
         return _LeanAsyncClient(engine=engine, timeout=timeout, **client_kwargs)
     return httpx.AsyncClient(transport=engine, timeout=timeout, **client_kwargs)
 
@@ -817,10 +1000,13 @@ def _ssl_for(verify: Any) -> ssl_module.SSLContext | bool:
 
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "TRANSPORTS",
     "AiohttpTransport",
     "RawResponse",
+    "ReplyTooLarge",
     "TransportName",
     "aiohttp_available",
     "make_async_client",
+    "proxy_for",
 ]

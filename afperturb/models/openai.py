@@ -97,6 +97,7 @@ class _OpenAIBase(HTTPBackend):
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float | httpx.Timeout | None = None,
+        proxy: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(
@@ -107,6 +108,7 @@ class _OpenAIBase(HTTPBackend):
             client=client,
             transport=transport,
             timeout=timeout,
+            proxy=proxy,
         )
         self.extra_body: dict[str, Any] = dict(extra_body or {})
 
@@ -226,6 +228,7 @@ class OpenAIChat(_OpenAIBase):
         client: httpx.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         timeout: float | httpx.Timeout | None = None,
+        proxy: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
         continue_final_message: bool = False,
     ) -> None:
@@ -237,6 +240,7 @@ class OpenAIChat(_OpenAIBase):
             client=client,
             transport=transport,
             timeout=timeout,
+            proxy=proxy,
             extra_body=extra_body,
         )
         self.continue_final_message = continue_final_message

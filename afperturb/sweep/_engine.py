@@ -347,6 +347,9 @@ class _Engine:
     async def run(self, work: Iterator[tuple[Condition, Request, int]], total: int) -> None:
         """Run the worker pool to completion (or to the cost cap)."""
         progress = Progress(total, enabled=self.cfg.progress, desc=self.model_name)
+        reserve = getattr(self.model, "reserve_connections", None)
+        if callable(reserve):  # every worker gets a connection slot: none waits in the client
+            reserve(self.cfg.concurrency)
         try:
             async with asyncio.TaskGroup() as group:
                 for _ in range(min(self.cfg.concurrency, max(total, 1))):
