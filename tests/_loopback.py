@@ -42,6 +42,21 @@ def load_benchmark_server() -> ModuleType:
     return module
 
 
+def load_caching_server() -> ModuleType:
+    """benchmarks/caching_server.py (the providers' prompt-caching rules and a bill), by path.
+    Loaded once per test session."""
+    name = "afperturb_bench_caching"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "caching_server.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 FIRST = "<SCRATCHPAD_REASONING>thinking</SCRATCHPAD_REASONING><OUTPUT>"
 ACCEPT = FIRST + "<request_fully_accepted/> here it is</OUTPUT>"
 REJECT = FIRST + "<rejected/></OUTPUT>"
