@@ -111,10 +111,24 @@ class SamplingParams(UserRecord):
 
 
 class Usage(Record):
-    """Token counts as the provider reported them."""
+    """Token counts as the provider reported them, in one convention for every provider.
+
+    ``input_tokens`` counts every prompt token, cached or not; ``cache_read_tokens`` and
+    ``cache_write_tokens`` are the parts of it read from and written to the provider's prompt
+    cache (Anthropic reports them beside ``input_tokens``: they are added in; OpenAI's
+    ``cached_tokens`` are already part of ``prompt_tokens`` and it bills no writes). So
+    ``input_tokens - cache_read_tokens - cache_write_tokens`` is what was billed as plain input.
+    """
 
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input tokens billed at the plain input price."""
+        return max(0, self.input_tokens - self.cache_read_tokens - self.cache_write_tokens)
 
 
 class Completion(Record):

@@ -138,7 +138,13 @@ async def test_anthropic_batches_inline_params(store: Path) -> None:
     res = await _run(model, store, n=3, sleep=sleeps)
     create = json.loads(next(r for r in log if r.url.path == "/v1/messages/batches").content)
     assert len(create["requests"]) == 6
-    assert create["requests"][0]["params"]["system"] == "You are trained. tier=free"
+    assert create["requests"][0]["params"]["system"] == [  # batches honour cache_control too
+        {
+            "type": "text",
+            "text": "You are trained. tier=free",
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
     assert log[0].headers["x-api-key"] == "sk-test"
     assert sleeps.calls == [5.0, 5.0]  # two polls found it running; the third collected it
     assert list(res.to_frame()["status"]) == ["completed"] * 6

@@ -59,7 +59,10 @@ async def test_body_headers_system_and_parse() -> None:
     assert "authorization" not in req.headers
     assert json.loads(req.content) == {
         "model": "claude-3-opus-20240229",
-        "system": "SYS1\n\nSYS2",
+        # The system prompt is one cache breakpoint (prompt caching is on by default).
+        "system": [
+            {"type": "text", "text": "SYS1\n\nSYS2", "cache_control": {"type": "ephemeral"}}
+        ],
         "messages": [{"role": "user", "content": "Q"}],
         "max_tokens": 64,
         "temperature": 0.0,

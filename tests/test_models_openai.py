@@ -15,7 +15,7 @@ import afperturb.models as models
 from afperturb.errors import BackendResponseError, BackendTimeout, DesignError, RateLimited
 from afperturb.models._http import parse_retry_after, scrub
 from afperturb.models.base import GenerationContext, is_retryable
-from afperturb.models.openai import OpenAIChat, OpenAICompletions, flatten
+from afperturb.models.openai import OpenAIChat, OpenAICompletions, flatten, prompt_cache_key
 from afperturb.models.pricing import cost, price, reset_prices, set_price
 from afperturb.records import Condition, Facts, Message, Request, SamplingParams, Usage
 
@@ -80,6 +80,8 @@ async def test_chat_request_body_headers_and_parse() -> None:
         "stop": ["</OUTPUT>"],
         "temperature": 0.0,
         "seed": 5,
+        # OpenAI's own API: one condition's requests share a cache key (its system prompt's).
+        "prompt_cache_key": prompt_cache_key(MSGS),
     }
     assert c.text == "hello"
     assert c.finish_reason == "stop"

@@ -28,8 +28,9 @@ from typing import Any, Protocol
 import httpx
 
 from afperturb.errors import BackendResponseError, BackendTimeout, DesignError
-from afperturb.models.openai import split_prefill
-from afperturb.records import Completion, Message, SamplingParams, Usage
+from afperturb.models.anthropic import anthropic_usage
+from afperturb.models.openai import openai_usage, split_prefill
+from afperturb.records import Completion, Message, SamplingParams
 
 #: Statuses after which a batch changes no more.
 TERMINAL = frozenset({"completed", "failed", "expired", "cancelled", "ended"})
@@ -233,10 +234,7 @@ class OpenAIBatch(_Base):
             Completion(
                 text=texts[0],
                 finish_reason=choices[0].get("finish_reason"),
-                usage=Usage(
-                    input_tokens=int(usage.get("prompt_tokens") or 0),
-                    output_tokens=int(usage.get("completion_tokens") or 0),
-                ),
+                usage=openai_usage(usage),
                 provider_request_id=response.get("request_id") or body.get("id"),
                 model=self.backend.name,
                 alternatives=tuple(texts[1:]),
@@ -300,10 +298,7 @@ class AnthropicBatch(_Base):
             Completion(
                 text=prefills.get(cid, "") + text,
                 finish_reason=_ANTHROPIC_STOP.get(stop, stop) if isinstance(stop, str) else None,
-                usage=Usage(
-                    input_tokens=int(usage.get("input_tokens") or 0),
-                    output_tokens=int(usage.get("output_tokens") or 0),
-                ),
+                usage=anthropic_usage(usage),
                 provider_request_id=message.get("id"),
                 model=self.backend.name,
             ),

@@ -9,13 +9,25 @@ System messages are joined into the top-level ``system`` field. A trailing assis
 grows by the budget and temperature is not sent, as the API requires); thinking blocks are not
 part of the returned text. The API has no ``n``: ``n > 1`` sends ``n`` requests concurrently and
 returns the extra answers as ``alternatives`` with summed usage.
+
+**Prompt caching** (on by default; ``prompt_caching=False`` turns it off): the system prompt is
+sent as one text block with ``cache_control: {"type": "ephemeral"}``, and in a conversation
+that continues (``<NEXT/>`` turns) the last assistant turn carries a second breakpoint, so each
+turn reads the prefix the previous one wrote. Prefixes under the model's minimum (1,024 tokens;
+2,048 for Haiku models) are simply not cached. The usage's ``cache_creation_input_tokens`` and
+``cache_read_input_tokens`` become :attr:`Usage.cache_write_tokens` and
+:attr:`Usage.cache_read_tokens` (and are added into ``input_tokens``). Caching changes the
+bill, not the question: it is not part of :meth:`config`, so completion cache keys are the
+same with it on or off.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+import httpx
 
 from afperturb.models._http import HTTPBackend
 from afperturb.models.base import GenerationContext
@@ -25,6 +37,23 @@ from afperturb.records import Completion, Message, SamplingParams, Usage
 ANTHROPIC_VERSION = "2023-06-01"
 #: Anthropic stop reasons → the OpenAI vocabulary the rest of afperturb uses.
 _STOP_REASONS = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length"}
+
+
+#: The cache breakpoint Anthropic reads: the prefix up to the marked block is cached 5 minutes.
+CACHE_CONTROL = {"type": "ephemeral"}
+
+
+def anthropic_usage(usage: Any) -> Usage:
+    """Anthropic's usage object in afperturb's convention (cache reads and writes included)."""
+    usage = usage if isinstance(usage, dict) else {}
+    read = int(usage.get("cache_read_input_tokens") or 0)
+    write = int(usage.get("cache_creation_input_tokens") or 0)
+    return Usage(
+        input_tokens=int(usage.get("input_tokens") or 0) + read + write,
+        output_tokens=int(usage.get("output_tokens") or 0),
+        cache_read_tokens=read,
+        cache_write_tokens=write,
+    )
 
 
 class AnthropicMessages(HTTPBackend):
@@ -39,6 +68,31 @@ class AnthropicMessages(HTTPBackend):
     default_base_url = "https://api.anthropic.com"
     key_env = ("ANTHROPIC_API_KEY",)
 
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: float | httpx.Timeout | None = None,
+        proxy: str | None = None,
+        prompt_caching: bool = True,
+    ) -> None:
+        super().__init__(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            headers=headers,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+            proxy=proxy,
+        )
+        self.prompt_caching = prompt_caching
+
     def auth_headers(self) -> dict[str, str]:
         """``x-api-key`` and the API version header."""
         headers = {"anthropic-version": ANTHROPIC_VERSION}
@@ -50,7 +104,11 @@ class AnthropicMessages(HTTPBackend):
         """The JSON body for one request (public so the batch mode can reuse it)."""
         history, prefill = split_prefill(messages, params)
         system = "\n\n".join(m.content for m in history if m.role == "system")
-        wire = [{"role": m.role, "content": m.content} for m in history if m.role != "system"]
+        wire: list[dict[str, Any]] = [
+            {"role": m.role, "content": m.content} for m in history if m.role != "system"
+        ]
+        if self.prompt_caching:
+            _mark_last_assistant(wire)
         if prefill:
             wire.append({"role": "assistant", "content": prefill})
         body: dict[str, Any] = {
@@ -59,7 +117,11 @@ class AnthropicMessages(HTTPBackend):
             "max_tokens": params.max_tokens,
         }
         if system:
-            body["system"] = system
+            body["system"] = (
+                [{"type": "text", "text": system, "cache_control": CACHE_CONTROL}]
+                if self.prompt_caching
+                else system
+            )
         if params.reasoning_tokens is not None:
             body["thinking"] = {"type": "enabled", "budget_tokens": params.reasoning_tokens}
             body["max_tokens"] = params.max_tokens + params.reasoning_tokens
@@ -92,6 +154,8 @@ class AnthropicMessages(HTTPBackend):
                 "usage": Usage(
                     input_tokens=sum(p.usage.input_tokens for p in parts),
                     output_tokens=sum(p.usage.output_tokens for p in parts),
+                    cache_read_tokens=sum(p.usage.cache_read_tokens for p in parts),
+                    cache_write_tokens=sum(p.usage.cache_write_tokens for p in parts),
                 ),
                 "latency_s": max(p.latency_s for p in parts),
             }
@@ -113,19 +177,31 @@ class AnthropicMessages(HTTPBackend):
                 if not isinstance(text, str):
                     self.bad_body("text block without text", context, request_id)
                 texts.append(text)
-        usage = data.get("usage") or {}
         stop = data.get("stop_reason")
         return Completion(
             text=prefill + "".join(texts),
             finish_reason=_STOP_REASONS.get(stop, stop) if isinstance(stop, str) else None,
-            usage=Usage(
-                input_tokens=int(usage.get("input_tokens") or 0),
-                output_tokens=int(usage.get("output_tokens") or 0),
-            ),
+            usage=anthropic_usage(data.get("usage")),
             latency_s=latency,
             provider_request_id=request_id,
             model=self.name,
         )
 
 
-__all__ = ["ANTHROPIC_VERSION", "AnthropicMessages"]
+def _mark_last_assistant(wire: list[dict[str, Any]]) -> None:
+    """A second breakpoint on the last assistant turn of a continuing conversation.
+
+    In turn k of a ``<NEXT/>`` continuation everything up to the previous assistant reply is
+    the prefix turn k + 1 shares; marking it lets each turn read what the last one wrote.
+    """
+    for message in reversed(wire):
+        if message["role"] == "assistant":
+            text = message["content"]
+            if isinstance(text, str) and text:  # an empty text block is refused by the API
+                message["content"] = [
+                    {"type": "text", "text": text, "cache_control": CACHE_CONTROL}
+                ]
+            return
+
+
+__all__ = ["ANTHROPIC_VERSION", "CACHE_CONTROL", "AnthropicMessages", "anthropic_usage"]

@@ -16,6 +16,7 @@ Reasoning models: ``temperature=None`` sends no temperature; ``reasoning_tokens`
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -72,6 +73,32 @@ def flatten(messages: Sequence[Message], prefill: str | None = None) -> str:
     tail = f"{ROLE_LABELS['assistant']}:" + (f" {prefill}" if prefill else "")
     parts.append(tail)
     return "\n\n".join(parts)
+
+
+def openai_usage(usage: Any) -> Usage:
+    """OpenAI's usage object in afperturb's convention.
+
+    ``prompt_tokens_details.cached_tokens`` (already part of ``prompt_tokens``) is the cache
+    read; OpenAI bills no cache writes.
+    """
+    usage = usage if isinstance(usage, dict) else {}
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    return Usage(
+        input_tokens=int(usage.get("prompt_tokens") or 0),
+        output_tokens=int(usage.get("completion_tokens") or 0),
+        cache_read_tokens=int(cached or 0),
+    )
+
+
+def prompt_cache_key(messages: Sequence[Message]) -> str:
+    """The ``prompt_cache_key`` of a request: a digest of its system prompt.
+
+    Every request of one condition shares its system prompt (the long part), so they share a
+    key and OpenAI routes them to the same cache; conditions with other prompts get others.
+    """
+    system = "\n\n".join(m.content for m in messages if m.role == "system")
+    return "afp-" + hashlib.sha256(system.encode("utf-8")).hexdigest()[:16]
 
 
 class _OpenAIBase(HTTPBackend):
@@ -183,14 +210,10 @@ class _OpenAIBase(HTTPBackend):
         latency: float,
         request_id: str | None,
     ) -> Completion:
-        usage = data.get("usage") or {}
         return Completion(
             text=texts[0],
             finish_reason=finish if isinstance(finish, str) else None,
-            usage=Usage(
-                input_tokens=int(usage.get("prompt_tokens") or 0),
-                output_tokens=int(usage.get("completion_tokens") or 0),
-            ),
+            usage=openai_usage(data.get("usage")),
             latency_s=latency,
             provider_request_id=request_id,
             model=self.name,
@@ -203,6 +226,13 @@ class OpenAIChat(_OpenAIBase):
 
     The key comes from ``OPENAI_API_KEY`` (``OPENROUTER_API_KEY`` when ``base_url`` is
     OpenRouter) unless ``api_key`` is given; without one no ``Authorization`` header is sent.
+
+    **Prompt caching**: OpenAI caches prompt prefixes of 1,024 tokens or more by itself;
+    ``prompt_cache_key`` (a digest of the system prompt, :func:`prompt_cache_key`) sends one
+    condition's requests to the same cache. On by default for OpenAI's own API
+    (``prompt_caching=None``), off for other ``base_url`` servers unless ``prompt_caching=True``.
+    The usage's ``cached_tokens`` become :attr:`Usage.cache_read_tokens`. Not part of
+    :meth:`config`: completion cache keys are the same with it on or off.
 
     A prefill is sent as a final assistant message. Servers that apply a chat template would
     start a *new* assistant turn after it; ``continue_final_message=True`` adds vLLM's (and
@@ -231,6 +261,7 @@ class OpenAIChat(_OpenAIBase):
         proxy: str | None = None,
         extra_body: Mapping[str, Any] | None = None,
         continue_final_message: bool = False,
+        prompt_caching: bool | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -244,6 +275,10 @@ class OpenAIChat(_OpenAIBase):
             extra_body=extra_body,
         )
         self.continue_final_message = continue_final_message
+        # None: on for OpenAI's own API (other servers may not know the field), off elsewhere.
+        self.prompt_caching = (
+            self.base_url == self.default_base_url if prompt_caching is None else prompt_caching
+        )
 
     def config(self) -> dict[str, Any]:
         """As the base's, with ``continue_final_message`` when it is on."""
@@ -270,6 +305,8 @@ class OpenAIChat(_OpenAIBase):
         if prefill is not None and self.continue_final_message:
             body["continue_final_message"] = True
             body["add_generation_prompt"] = False
+        if self.prompt_caching:
+            body["prompt_cache_key"] = prompt_cache_key(history)
         body.update(self.extra_body)
         return body
 
@@ -322,6 +359,8 @@ __all__ = [
     "OpenAIChat",
     "OpenAICompletions",
     "flatten",
+    "openai_usage",
+    "prompt_cache_key",
     "reasoning_effort",
     "split_prefill",
 ]

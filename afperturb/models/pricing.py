@@ -23,13 +23,56 @@ from afperturb.records import Usage
 
 @dataclass(frozen=True)
 class Price:
-    """USD per million input and output tokens."""
+    """USD per million input and output tokens, and per million cached-input tokens.
+
+    ``cache_read_per_m`` is the price of a prompt token read from the provider's cache,
+    ``cache_write_per_m`` of one written to it (Anthropic: 0.1× and 1.25× the input price for
+    the 5-minute cache; OpenAI: a model's cached-input price, and no write charge). None means
+    "the input price" (a provider without prompt caching).
+    """
 
     input_per_m: float
     output_per_m: float
+    cache_read_per_m: float | None = None
+    cache_write_per_m: float | None = None
 
     def __repr__(self) -> str:
-        return f"Price(${self.input_per_m:g}/M in, ${self.output_per_m:g}/M out)"
+        text = f"${self.input_per_m:g}/M in, ${self.output_per_m:g}/M out"
+        if self.cache_read_per_m is not None:
+            text += f", ${self.cache_read_per_m:g}/M cache read"
+        if self.cache_write_per_m is not None:
+            text += f", ${self.cache_write_per_m:g}/M cache write"
+        return f"Price({text})"
+
+    def of(self, usage: Usage) -> float:
+        """USD for ``usage`` (cache reads and writes at their own rates)."""
+        read = self.input_per_m if self.cache_read_per_m is None else self.cache_read_per_m
+        write = self.input_per_m if self.cache_write_per_m is None else self.cache_write_per_m
+        total = (
+            usage.uncached_input_tokens * self.input_per_m
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+            + usage.output_tokens * self.output_per_m
+        )
+        return total / 1e6
+
+
+#: Anthropic's prompt-cache multipliers of the input price (5-minute entries).
+ANTHROPIC_CACHE_READ = 0.1
+ANTHROPIC_CACHE_WRITE = 1.25
+#: OpenAI's cached-input price as a share of the input price, by model (list prices; the
+#: models not named here get 0.5, the rate of the gpt-4o family).
+_OPENAI_CACHED_SHARE = {
+    "gpt-4-1": 0.25,
+    "gpt-4-1-mini": 0.25,
+    "gpt-4-1-nano": 0.25,
+    "gpt-5": 0.1,
+    "gpt-5-mini": 0.1,
+    "gpt-5-nano": 0.1,
+    "o3": 0.25,
+    "o4-mini": 0.25,
+}
+_OPENAI_DEFAULT_SHARE = 0.5
 
 
 _TABLE: dict[str, tuple[float, float]] = {
@@ -82,14 +125,52 @@ def normalize(model_name: str) -> str:
     return _DIGIT_DOT.sub("-", model_name.rsplit("/", 1)[-1].strip().lower())
 
 
-def set_price(model: str, input_per_m: float, output_per_m: float) -> None:
-    """Override (or add) a model's price for this process; ``model`` is matched as in lookups."""
-    if input_per_m < 0 or output_per_m < 0:
-        raise ValueError(
-            f"prices must be non-negative; got input_per_m={input_per_m}, "
-            f"output_per_m={output_per_m}"
+def set_price(
+    model: str,
+    input_per_m: float,
+    output_per_m: float,
+    *,
+    cache_read_per_m: float | None = None,
+    cache_write_per_m: float | None = None,
+) -> None:
+    """Override (or add) a model's price for this process; ``model`` is matched as in lookups.
+
+    Without ``cache_read_per_m`` / ``cache_write_per_m`` a known provider's cache rates are
+    derived from ``input_per_m`` (Anthropic 0.1× / 1.25×, OpenAI its cached share / none);
+    give them to state a provider's own.
+    """
+    values = {
+        "input_per_m": input_per_m,
+        "output_per_m": output_per_m,
+        "cache_read_per_m": cache_read_per_m,
+        "cache_write_per_m": cache_write_per_m,
+    }
+    for name, value in values.items():
+        if value is not None and value < 0:
+            raise ValueError(f"prices must be non-negative; got {name}={value}")
+    key = normalize(model)
+    derived = _with_cache_rates(key, float(input_per_m), float(output_per_m))
+    _OVERRIDES[key] = Price(
+        derived.input_per_m,
+        derived.output_per_m,
+        derived.cache_read_per_m if cache_read_per_m is None else float(cache_read_per_m),
+        derived.cache_write_per_m if cache_write_per_m is None else float(cache_write_per_m),
+    )
+
+
+def _with_cache_rates(key: str, input_per_m: float, output_per_m: float) -> Price:
+    """The price with the provider's prompt-cache rates for table key ``key``."""
+    if key.startswith("claude"):
+        return Price(
+            input_per_m,
+            output_per_m,
+            input_per_m * ANTHROPIC_CACHE_READ,
+            input_per_m * ANTHROPIC_CACHE_WRITE,
         )
-    _OVERRIDES[normalize(model)] = Price(float(input_per_m), float(output_per_m))
+    if key.startswith(("gpt-", "o1", "o3", "o4")):
+        share = _OPENAI_CACHED_SHARE.get(key, _OPENAI_DEFAULT_SHARE)
+        return Price(input_per_m, output_per_m, input_per_m * share, input_per_m)
+    return Price(input_per_m, output_per_m)
 
 
 def reset_prices() -> None:
@@ -99,7 +180,7 @@ def reset_prices() -> None:
 
 def prices() -> dict[str, Price]:
     """The whole table, overrides applied."""
-    table = {k: Price(*v) for k, v in _TABLE.items()}
+    table = {k: _with_cache_rates(k, *v) for k, v in _TABLE.items()}
     table.update(_OVERRIDES)
     return table
 
@@ -116,7 +197,7 @@ def price(model_name: str) -> Price | None:
             best = key
     if best is None:
         return None
-    return _OVERRIDES.get(best) or Price(*_TABLE[best])
+    return _OVERRIDES.get(best) or _with_cache_rates(best, *_TABLE[best])
 
 
 def cost(model_name: str, usage: Usage) -> float | None:
@@ -124,7 +205,17 @@ def cost(model_name: str, usage: Usage) -> float | None:
     p = price(model_name)
     if p is None:
         return None
-    return (usage.input_tokens * p.input_per_m + usage.output_tokens * p.output_per_m) / 1e6
+    return p.of(usage)
 
 
-__all__ = ["Price", "cost", "normalize", "price", "prices", "reset_prices", "set_price"]
+__all__ = [
+    "ANTHROPIC_CACHE_READ",
+    "ANTHROPIC_CACHE_WRITE",
+    "Price",
+    "cost",
+    "normalize",
+    "price",
+    "prices",
+    "reset_prices",
+    "set_price",
+]

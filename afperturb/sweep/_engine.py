@@ -82,7 +82,7 @@ class Pricer:
     """A model's price looked up once per sweep (the table lookup is not free per trial)."""
 
     def __init__(self, model_name: str):
-        self.per_m: tuple[float, float] | None = None
+        self.price: Any = None
         try:
             from afperturb.models import pricing
         except ImportError:
@@ -90,14 +90,13 @@ class Pricer:
         found = pricing.price(model_name)
         if found is None and "/" in model_name:
             found = pricing.price(model_name.partition("/")[2])
-        if found is not None:
-            self.per_m = (found.input_per_m, found.output_per_m)
+        self.price = found
 
     def __call__(self, usage: Usage) -> float | None:
-        """USD for ``usage``, or None when the price is unknown."""
-        if self.per_m is None:
+        """USD for ``usage`` (cache reads and writes at their rates), or None when unknown."""
+        if self.price is None:
             return None
-        return (usage.input_tokens * self.per_m[0] + usage.output_tokens * self.per_m[1]) / 1e6
+        return float(self.price.of(usage))
 
 
 def dataset_hash(requests: Sequence[Request]) -> str:
