@@ -189,6 +189,16 @@ class Trial(Record):
         """Completion tokens over all turns."""
         return sum(c.usage.output_tokens for c in self.completions)
 
+    @property
+    def cache_read_tokens(self) -> int:
+        """Prompt tokens read from the provider's prompt cache, over all turns."""
+        return sum(c.usage.cache_read_tokens for c in self.completions)
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Prompt tokens written to the provider's prompt cache, over all turns."""
+        return sum(c.usage.cache_write_tokens for c in self.completions)
+
 
 def trial_key(
     model: str, condition_id: str, request_id: str, sample: int, variant: str = ""
@@ -255,6 +265,8 @@ FRAME_TRIAL_COLUMNS = (
     "outcome",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
     "latency_s",
     "cost_usd",
     "cached",

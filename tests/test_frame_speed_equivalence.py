@@ -59,7 +59,10 @@ _TRIAL_COLUMNS = [
     "cost_usd",
     "cached",
     "key",
+    "cache_read_tokens",
+    "cache_write_tokens",
 ]
+_CACHE = ("cache_read_tokens", "cache_write_tokens")
 _LABEL_COLUMNS = list(_provenance.INPUT_COLUMNS)
 _SHARED_TRIAL_COLUMNS = ("model", "condition_id", "request_id", "status", "error")
 _SHARED_LABEL_COLUMNS = ("trial_key", "classifier", "value", "config_hash")
@@ -104,6 +107,8 @@ def old_trial_frame(p: _Part) -> pd.DataFrame:
                 t.cost_usd,
                 r.cached,
                 t.key,
+                t.cache_read_tokens,
+                t.cache_write_tokens,
             )
             for r in p.rows
             for t in (r.trial,)
@@ -139,7 +144,7 @@ def old_label_frame(p: _Part) -> pd.DataFrame:
 
 def old_typed(df: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
     df["sample"] = df["sample"].astype("int64")
-    for column in ("input_tokens", "output_tokens", "paraphrase"):
+    for column in ("input_tokens", "output_tokens", "paraphrase", *_CACHE):
         df[column] = df[column].astype("int64")
     for column in ("latency_s", "cost_usd", "deployment_harm"):
         df[column] = df[column].astype("float64")

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 from afperturb import models
+from afperturb.datasets import synthetic
+from afperturb.design import Perturbation
 from afperturb.models import pricing
 from afperturb.models.anthropic import AnthropicMessages, anthropic_usage
 from afperturb.models.openai import OpenAIChat, openai_usage, prompt_cache_key
-from afperturb.records import Message, SamplingParams, Usage
-from afperturb.store import model_hash
+from afperturb.records import Completion, Message, SamplingParams, Usage
+from afperturb.results import SweepResult
+from afperturb.store import Store, model_hash
+from afperturb.sweep import sweep
 
 SYSTEM = Message(role="system", content="S" * 5000)
 TURNS = [
@@ -148,3 +155,52 @@ def test_prices_carry_cache_rates_and_cost_uses_them() -> None:
             pricing.set_price("x", 1.0, 1.0, cache_write_per_m=-1.0)
     finally:
         pricing.reset_prices()
+
+
+class CachingModel:
+    """Reports what a provider with a warm prompt cache reports: most of the prompt read."""
+
+    name = "anthropic/claude-3-opus-20240229"
+
+    def config(self) -> dict[str, Any]:
+        return {"provider": "fake", "model": "caching"}
+
+    async def generate(
+        self, messages: Any, params: SamplingParams, context: Any = None
+    ) -> Completion:
+        usage = Usage(input_tokens=2000, output_tokens=10, cache_read_tokens=1500)
+        return Completion(text="<OUTPUT><rejected/></OUTPUT>", usage=usage)
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _sweep(store: Path | None) -> Any:
+    design = Perturbation("helpful_only", vary={"tier": ["free", "paid"]})
+    return sweep(design, CachingModel(), requests=synthetic(3), store=store, progress=False)
+
+
+@pytest.mark.parametrize("stored", [False, True])
+def test_cache_tokens_reach_the_store_the_frame_and_the_cost(tmp_path: Path, stored: bool) -> None:
+    res = _sweep(tmp_path / "s.sqlite" if stored else None)
+    frame = res.to_frame()
+    assert (frame["cache_read_tokens"] == 1500).all() and (frame["cache_write_tokens"] == 0).all()
+    assert frame["cache_read_tokens"].dtype == np.int64
+    expected = (500 * 15 + 1500 * 1.5 + 10 * 75) / 1e6  # plain, cache-read and output prices
+    assert frame["cost_usd"].to_numpy() == pytest.approx(np.full(6, expected))
+
+
+def test_a_store_written_before_the_cache_columns_reads_them_as_zero(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    _sweep(path).store.close()
+    with sqlite3.connect(path) as db:  # what a store written before issue 18 looks like
+        for column in ("cache_read_tokens", "cache_write_tokens"):
+            db.execute(f"ALTER TABLE trials DROP COLUMN {column}")
+    with Store.open(path, create=False, readonly=True) as ro:
+        frame = SweepResult.load(ro).to_frame()
+        assert (frame["cache_read_tokens"] == 0).all() and len(frame) == 6
+        assert [len(r) for c in ro.trial_table_chunks() for r in c] == [14] * 6
+    with Store.open(path) as rw:  # writable: the columns are added (no version change)
+        columns = {r[1] for r in rw._read.execute("PRAGMA table_info(trials)")}
+        assert {"cache_read_tokens", "cache_write_tokens"} <= columns
+        assert (SweepResult.load(rw).to_frame()["cache_read_tokens"] == 0).all()

@@ -124,4 +124,6 @@ def _trial_row(row: TrialRow) -> tuple[Any, ...]:
         t.model_dump_json(exclude=_NO_COMPLETIONS) if by_ref else t.model_dump_json(),
         t.variant,
         t.transcript,
+        t.cache_read_tokens,
+        t.cache_write_tokens,
     )

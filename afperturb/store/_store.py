@@ -66,7 +66,8 @@ CREATE TABLE IF NOT EXISTS trials (
     status TEXT NOT NULL, error TEXT, input_tokens INTEGER NOT NULL,
     output_tokens INTEGER NOT NULL, latency_s REAL NOT NULL, cost_usd REAL NOT NULL,
     cached INTEGER NOT NULL, cache_key TEXT NOT NULL, turns TEXT NOT NULL,
-    trial TEXT NOT NULL, variant TEXT NOT NULL DEFAULT '', transcript TEXT NOT NULL DEFAULT '');
+    trial TEXT NOT NULL, variant TEXT NOT NULL DEFAULT '', transcript TEXT NOT NULL DEFAULT '',
+    cache_read_tokens INTEGER NOT NULL DEFAULT 0, cache_write_tokens INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS trials_model ON trials (model);
 CREATE TABLE IF NOT EXISTS labels (
     trial_key TEXT NOT NULL, classifier TEXT NOT NULL, config_hash TEXT NOT NULL,
@@ -133,6 +134,10 @@ class Store(BatchBookkeeping):
         else:
             self._read = self._connect()
             self._init_schema()
+        #: Whether the trials table has the prompt-cache columns (a store written before them,
+        #: opened read-only, has not; its trials read as 0 there).
+        have = {r[1] for r in self._read.execute("PRAGMA table_info(trials)")}
+        self._cache_columns = all(c in have for c in _CACHE_COLUMNS)
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._writer_error: BaseException | None = None
@@ -193,6 +198,7 @@ class Store(BatchBookkeeping):
             self._read.execute(
                 "CREATE INDEX IF NOT EXISTS trials_variant ON trials (model, variant)"
             )
+            _retry_locked(self._add_columns, self._busy_timeout_ms)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{str(self.path)!r} is not an afperturb store: {exc}") from exc
         if row is None or row[0] != str(SCHEMA_VERSION):
@@ -221,6 +227,27 @@ class Store(BatchBookkeeping):
                 "INSERT OR IGNORE INTO meta VALUES ('batch_schema_version', ?)",
                 (str(BATCH_SCHEMA_VERSION),),
             )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _add_columns(self) -> None:
+        """Add the columns newer than the store (additive, no version change).
+
+        The prompt-cache token counts (issue 18) default to 0, which is what an older sweep
+        saw: a store written before them keeps working, read-only too (:data:`_CACHE_COLUMNS`).
+        """
+        conn = self._read
+        have = {r[1] for r in conn.execute("PRAGMA table_info(trials)")}
+        missing = [c for c in _CACHE_COLUMNS if c not in have]
+        if not missing:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            have = {r[1] for r in conn.execute("PRAGMA table_info(trials)")}
+            for column in [c for c in _CACHE_COLUMNS if c not in have]:
+                conn.execute(f"ALTER TABLE trials ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -710,12 +737,12 @@ class Store(BatchBookkeeping):
         never sit in memory all at once as Python tuples (about 0.6 GiB at a million).
         """
         where, args = _where(model=model, run_id=run, variant=variant)
-        return self._chunks(
+        sql = (
             "SELECT model, condition_id, request_id, sample, status, error, input_tokens, "
-            f"output_tokens, latency_s, cost_usd, cached, key FROM trials{where}",
-            args,
-            size,
+            "output_tokens, latency_s, cost_usd, cached, key, cache_read_tokens, "
+            f"cache_write_tokens FROM trials{where}"
         )
+        return self._chunks(sql if self._cache_columns else _without_cache_columns(sql), args, size)
 
     def label_table(self, model: str | None = None) -> list[Any]:
         """Flat label rows, oldest first.
@@ -755,7 +782,8 @@ class Store(BatchBookkeeping):
         """One model's trials (one run's, if given) as columns, in ranges of ``size`` rowids.
 
         Each chunk maps ``condition``, ``request``, ``status``, ``key`` (object arrays of
-        str), ``error`` (object: str or None), ``sample``, ``input_tokens``, ``output_tokens``
+        str), ``error`` (object: str or None), ``sample``, ``input_tokens``, ``output_tokens``,
+        ``cache_read_tokens``, ``cache_write_tokens``
         (int64), ``latency_s``, ``cost_usd`` (float64) and ``cached`` (bool) to arrays in
         rowid order; every chunk comes from one snapshot. What ``trial_table`` holds, without
         a Python tuple and object per cell: SQLite concatenates a range's strings and
@@ -769,7 +797,7 @@ class Store(BatchBookkeeping):
             for start in range(0, top, size):
                 scope = (" AND " if where else " WHERE ") + "rowid > ? AND rowid <= ?"
                 bounds = [*args, start, start + size]
-                chunk = _trial_range(conn, where + scope, bounds)
+                chunk = _trial_range(conn, where + scope, bounds, self._cache_columns)
                 if chunk is not None and len(chunk["key"]):
                     yield chunk
 
@@ -906,7 +934,7 @@ class Store(BatchBookkeeping):
 _INSERTS: dict[str, tuple[str, int]] = {
     "texts": ("IGNORE", 2),
     "completions": ("IGNORE", 6),
-    "trials": ("REPLACE", 18),
+    "trials": ("REPLACE", 20),
     "labels": ("REPLACE", 8),
 }
 
@@ -1027,10 +1055,14 @@ _TRIAL_FIELDS: tuple[tuple[str, Any], ...] = (
     ("cost_usd", np.float64),
     ("cached", bool),
     ("key", object),
+    ("cache_read_tokens", np.int64),
+    ("cache_write_tokens", np.int64),
 )
+#: The trial columns added after schema 2 (:meth:`Store._add_columns`), 0 where absent.
+_CACHE_COLUMNS = ("cache_read_tokens", "cache_write_tokens")
 _TRIAL_ROWS = (
     "SELECT condition_id, request_id, sample, status, error, input_tokens, output_tokens, "
-    "latency_s, cost_usd, cached, key FROM trials"
+    "latency_s, cost_usd, cached, key, cache_read_tokens, cache_write_tokens FROM trials"
 )
 #: Where the grouped query puts each integer and string column.
 _TRIAL_INTEGERS = (
@@ -1048,7 +1080,8 @@ _TRIAL_GROUPED = (
     "group_concat(CASE status WHEN 'completed' THEN 0 WHEN 'failed' THEN 1 END), "
     "group_concat(CASE WHEN error IS NOT NULL THEN rowid END), group_concat(input_tokens), "
     "group_concat(output_tokens), sum(latency_s <> 0), sum(cost_usd <> 0), "
-    "group_concat(cached), group_concat(key, char(31)) FROM trials"
+    "group_concat(cached), group_concat(key, char(31)), sum(cache_read_tokens <> 0), "
+    "sum(cache_write_tokens <> 0) FROM trials"
 )
 
 
@@ -1075,11 +1108,19 @@ def _integers(text: str | None, n: int) -> npt.NDArray[np.int64] | None:
     return values if len(values) == n else None
 
 
+def _without_cache_columns(sql: str) -> str:
+    """``sql`` for a trials table without the prompt-cache columns: they read as 0."""
+    for column in _CACHE_COLUMNS:
+        sql = sql.replace(column, "0")
+    return sql
+
+
 def _trial_range(
-    conn: sqlite3.Connection, where: str, args: Sequence[Any]
+    conn: sqlite3.Connection, where: str, args: Sequence[Any], cache_columns: bool = True
 ) -> dict[str, npt.NDArray[Any]] | None:
     """One range of rowids of :meth:`Store.frame_trial_columns`."""
-    row = conn.execute(_TRIAL_GROUPED + where, args).fetchone()
+    grouped = _TRIAL_GROUPED if cache_columns else _without_cache_columns(_TRIAL_GROUPED)
+    row = conn.execute(grouped + where, args).fetchone()
     n = int(row[0])
     if n == 0:
         return None
@@ -1088,7 +1129,8 @@ def _trial_range(
     strings = {name: _strings(row[i], n) for name, i in _TRIAL_STRINGS}
     ordered = rowids is not None and bool((np.diff(rowids) > 0).all())
     if rowids is None or not ordered or any(v is None for v in (*ints.values(), *strings.values())):
-        rows = conn.execute(_TRIAL_ROWS + where + " ORDER BY rowid", args).fetchall()
+        plain = _TRIAL_ROWS if cache_columns else _without_cache_columns(_TRIAL_ROWS)
+        rows = conn.execute(plain + where + " ORDER BY rowid", args).fetchall()
         return _columns(rows, _TRIAL_FIELDS) if rows else None
     out: dict[str, npt.NDArray[Any]] = {k: v for k, v in strings.items() if v is not None}
     out.update({k: v for k, v in ints.items() if v is not None})
@@ -1100,6 +1142,12 @@ def _trial_range(
             out[name] = np.array([v for (v,) in conn.execute(sql, args)], dtype=np.float64)
         else:
             out[name] = np.zeros(n, dtype=np.float64)
+    for name, nonzero in zip(_CACHE_COLUMNS, (row[13], row[14]), strict=True):
+        if nonzero:  # only sweeps with prompt caching have any
+            sql = f"SELECT {name} FROM trials{where} ORDER BY rowid"
+            out[name] = np.fromiter((v for (v,) in conn.execute(sql, args)), np.int64, n)
+        else:
+            out[name] = np.zeros(n, dtype=np.int64)
     error = np.full(n, None, dtype=object)
     if row[6] is not None:  # the rowids of the trials with an error
         ids = [int(x) for x in str(row[6]).split(",")]
