@@ -49,6 +49,7 @@ from afperturb.sweep._config import SweepConfig
 from afperturb.sweep._deadlines import Deadlines
 from afperturb.sweep._progress import Progress
 from afperturb.sweep._ratelimit import AdaptiveLimiter, Clock, Sleep
+from afperturb.sweep._warmup import Warmup
 
 END_TAG = "</OUTPUT>"
 
@@ -176,6 +177,8 @@ class _Engine:
         rpm, tpm = cfg.rate_limit if cfg.rate_limit is not None else (None, None)
         self.limiter = AdaptiveLimiter(cfg.concurrency, rpm, tpm, clock=clock, sleep=sleep)
         self.deadlines = Deadlines(cfg.timeout)
+        # Prompt caching pays when a condition's first request writes the prefix alone.
+        self.warmup = Warmup(bool(getattr(model, "prompt_caching", False)))
         self.rng = random.Random(cfg.seed)
         self.continuation = _continuation(perturbation)
         # A store that has never seen this model config cannot hit: skip the per-turn lookups.
@@ -280,7 +283,14 @@ class _Engine:
                 ctx = GenerationContext(
                     condition, request, sample, cfg.seed, turn, self.limiter.observe_headers
                 )
-                comp, error = await self.generate(messages, ctx)
+                opens = turn == 0 and self.warmup.begin(condition.id)
+                if turn == 0 and not opens:
+                    await self.warmup.wait(condition.id)
+                try:
+                    comp, error = await self.generate(messages, ctx)
+                finally:
+                    if opens:
+                        self.warmup.release(condition.id)
                 if comp is None:
                     break
                 if store is not None:
@@ -392,13 +402,20 @@ def _work(
     model_name: str,
     shard: tuple[int, int] | None = None,
     variant: str = "",
+    warmup: bool = False,
 ) -> Iterator[tuple[Condition, Request, int]]:
+    """The pending trials, condition by condition.
+
+    With ``warmup`` (a backend with prompt caching, :mod:`afperturb.sweep._warmup`) every
+    condition's first pending trial comes first, then the rest in the same order.
+    """
     from afperturb.records import trial_key
 
     part, parts = shard if shard is not None else (0, 1)
     if parts > 1:  # issue 8 (H8): the same stable hash as afperturb.shard.plan()
         from afperturb.shard import shard_of
-    for condition in conditions:
+
+    def pending(condition: Condition) -> Iterator[tuple[Condition, Request, int]]:
         for request in requests:
             for sample in range(samples):
                 key = trial_key(model_name, condition.id, request.id, sample)
@@ -411,6 +428,24 @@ def _work(
                 if parts > 1 and shard_of(key, parts) != part:
                     continue
                 yield condition, request, sample
+
+    if not warmup:
+        for condition in conditions:
+            yield from pending(condition)
+        return
+    firsts: dict[str, tuple[str, int]] = {}
+    for condition in conditions:
+        for item in pending(condition):
+            firsts[condition.id] = (item[1].id, item[2])
+            yield item
+            break
+    for condition in conditions:
+        first = firsts.get(condition.id)
+        for item in pending(condition):
+            if first is not None and (item[1].id, item[2]) == first:
+                first = None
+                continue
+            yield item
 
 
 def resolve_model(model: Model | str) -> Model:
@@ -505,7 +540,16 @@ async def run_sweep(
                 failed = db.trials(model=backend.name, status="failed", variant=engine.variant)
                 skip = {t.key for t in failed}
         total = len(conditions) * len(reqs) * cfg.samples
-        grid = (conditions, reqs, cfg.samples, skip, backend.name, cfg.shard, engine.variant)
+        grid = (
+            conditions,
+            reqs,
+            cfg.samples,
+            skip,
+            backend.name,
+            cfg.shard,
+            engine.variant,
+            engine.warmup.enabled,
+        )
         work = _work(*grid)
         if cfg.shard is not None:  # issue 8 (H8): the progress total of this shard only
             total = sum(1 for _ in _work(*grid))
