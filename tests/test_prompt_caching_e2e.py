@@ -91,3 +91,31 @@ async def test_results_and_cache_keys_are_the_same_with_caching_on_or_off(
         k1 = {r[0] for r in s1._read.execute("SELECT cache_key FROM completions")}
         k2 = {r[0] for r in s2._read.execute("SELECT cache_key FROM completions")}
     assert k1 == k2 and len(k1) == 3 * N  # what the model is asked is the same
+
+
+@pytest.mark.parametrize("provider", ["anthropic", "openai"])
+async def test_the_estimate_before_the_sweep_is_within_ten_percent_of_the_bill(
+    tmp_path: Path, provider: str
+) -> None:
+    """On a deterministic mock whose replies have a known length (the estimate's output
+    assumption is ``typical_output_tokens``), the caching-aware estimate matches the bill."""
+    bench = load_caching_server()
+    reply_tokens = len(bench.DEFAULT_REPLY) // 4
+    async with bench.CachingServer(latency=0.005) as server:
+        kw = {"prompt_caching": True} if provider == "openai" else {}
+        model = _model(provider, server.base_url, **kw)
+        est = _design().estimate(
+            model, af.datasets.synthetic(N), typical_output_tokens=reply_tokens
+        )
+        await model.aclose()
+        res = await _sweep(provider, server.base_url, tmp_path / "s.sqlite", **kw)
+        bill = server.bill_usd(PRICES)
+    assert est.cache_read_tokens > 0 and "5-minute" in est.assumptions
+    assert "prompt cache" in repr(est)
+    assert est.cost_usd == pytest.approx(bill, rel=0.10)
+    assert float(res.to_frame()["cost_usd"].sum()) == pytest.approx(est.cost_usd, rel=0.10)
+    plain = _design().estimate(
+        _model(provider, server.base_url, prompt_caching=False), af.datasets.synthetic(N)
+    )
+    if provider == "anthropic":
+        assert plain.cache_read_tokens == 0 and plain.assumptions == "no prompt caching"

@@ -548,7 +548,8 @@ async def run_sweep(
             backend.name,
             cfg.shard,
             engine.variant,
-            engine.warmup.enabled,
+            # A batch is answered whole: ordering its warm-ups first would not make them first.
+            engine.warmup.enabled and cfg.mode != "batch",
         )
         work = _work(*grid)
         if cfg.shard is not None:  # issue 8 (H8): the progress total of this shard only
