@@ -204,3 +204,16 @@ def test_a_store_written_before_the_cache_columns_reads_them_as_zero(tmp_path: P
         columns = {r[1] for r in rw._read.execute("PRAGMA table_info(trials)")}
         assert {"cache_read_tokens", "cache_write_tokens"} <= columns
         assert (SweepResult.load(rw).to_frame()["cache_read_tokens"] == 0).all()
+
+
+def test_batches_are_cut_where_a_condition_ends_when_that_keeps_it_whole() -> None:
+    from afperturb.batch._runner import chunk
+
+    items = [("id", {})] * 7
+    groups = ["a", "a", "a", "b", "b", "b", "c"]
+    # Without groups the cut falls inside "b"; with them "b" moves whole to the next batch.
+    assert chunk(items, [1] * 7, 5, 10**6) == [[0, 1, 2, 3, 4], [5, 6]]
+    assert chunk(items, [1] * 7, 5, 10**6, groups) == [[0, 1, 2], [3, 4, 5, 6]]
+    # A group larger than a batch is split as before (moving it would not keep it whole).
+    big = ["a", "b", "b", "b", "b", "b", "b"]
+    assert chunk(items, [1] * 7, 5, 10**6, big) == [[0, 1, 2, 3, 4], [5, 6]]

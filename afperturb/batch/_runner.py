@@ -73,24 +73,43 @@ def chunk(
     sizes: Sequence[int],
     max_requests: int,
     max_bytes: int,
+    groups: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """Split item indices into batches of at most ``max_requests`` and ``max_bytes`` each.
 
-    A single item larger than ``max_bytes`` goes alone (the provider then reports it).
+    A single item larger than ``max_bytes`` goes alone (the provider then reports it). With
+    ``groups`` (each item's condition), a batch that must be cut is cut where a group ends
+    when that keeps the next group whole (it fits in one batch): a condition's requests then
+    go in one batch, so its cached prompt prefix is written once and read within it.
 
     Example:
         >>> chunk([("a", {}), ("b", {}), ("c", {})], [5, 5, 5], max_requests=2, max_bytes=100)
         [[0, 1], [2]]
         >>> chunk([("a", {}), ("b", {}), ("c", {})], [60, 60, 10], max_requests=9, max_bytes=100)
         [[0], [1, 2]]
+        >>> chunk([("a", {})] * 5, [1] * 5, 4, 100, groups=["x", "x", "y", "y", "y"])
+        [[0, 1], [2, 3, 4]]
     """
     out: list[list[int]] = []
     current: list[int] = []
     used = 0
+    whole: dict[str, tuple[int, int]] = {}  # group -> (items, bytes)
+    for g, size in zip(groups or (), sizes, strict=False):
+        n, b = whole.get(g, (0, 0))
+        whole[g] = (n + 1, b + size)
     for i, size in enumerate(sizes):
         if current and (len(current) >= max_requests or used + size > max_bytes):
-            out.append(current)
-            current, used = [], 0
+            cut = len(current)
+            if groups is not None:
+                start = cut
+                while start > 0 and groups[current[start - 1]] == groups[i]:
+                    start -= 1  # the current group's items already in this batch
+                n, b = whole[groups[i]]
+                if 0 < start < cut and n <= max_requests and b <= max_bytes:
+                    cut = start
+            out.append(current[:cut])
+            current = current[cut:]
+            used = sum(sizes[k] for k in current)
         current.append(i)
         used += size
     if current:
@@ -247,7 +266,8 @@ class BatchRunner:
             keys.append(t.next_key)
             prefills.append(prefill_of(t.messages, params))
         sizes = [self.api.line_bytes(cid, body) for cid, body in items]
-        for part in chunk(items, sizes, self.max_requests, self.max_bytes):
+        groups = [t.condition.id for t in trials]
+        for part in chunk(items, sizes, self.max_requests, self.max_bytes, groups):
             status = await self._create([items[i] for i in part])
             mapping = {items[i][0]: keys[i] for i in part}
             pre = {items[i][0]: prefills[i] for i in part if prefills[i]}
