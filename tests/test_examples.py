@@ -62,7 +62,8 @@ DOC_EXPECTED: dict[str, tuple[str, ...]] = {
         "{'enterprise': 0.13, 'free': 0.26, 'pro': 0.27}",
         "<GapEstimate estimate=0.1468 ci_low=0.08632 ci_high=0.2072 pvalue=2.798e-06>",
         "1 supported, 3 not_tested",
-        "<CostEstimate openai/gpt-4o: 4100 trials, 37,921,286 tokens, $77.55 (≤ $212.69); prompt cache: 0 written, 33,479,424 read>",
+        "<CostEstimate openai/gpt-4o: 4100 trials, 37,921,286 tokens, $77.55 (≤ $212.69); "
+        "prompt cache: 0 written, 33,479,424 read>",
     ),
     "extending.md": (
         "4 [] []",

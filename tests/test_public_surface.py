@@ -53,6 +53,8 @@ TAIL = [
     "outcome",
     "input_tokens",
     "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
     "latency_s",
     "cost_usd",
     "cached",

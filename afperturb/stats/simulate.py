@@ -177,6 +177,8 @@ def simulate_frame(
         "partial": pd.arrays.BooleanArray(np.zeros(n, dtype=bool), np.ones(n, dtype=bool)),
         "input_tokens": np.zeros(n, dtype=np.int64),
         "output_tokens": np.zeros(n, dtype=np.int64),
+        "cache_read_tokens": np.zeros(n, dtype=np.int64),
+        "cache_write_tokens": np.zeros(n, dtype=np.int64),
         "latency_s": np.zeros(n),
         "cost_usd": np.zeros(n),
         "cached": np.zeros(n, dtype=bool),
