@@ -99,9 +99,9 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Import ``af.report`` on first use: it pulls in the figure and HTML machinery."""
-    if name == "report":
+    """Import ``af.report`` / ``af.inspect`` on first use (figures and HTML; inspect_ai)."""
+    if name in ("report", "inspect"):
         import importlib
 
-        return importlib.import_module("afperturb.report")
+        return importlib.import_module(f"afperturb.{name}")
     raise AttributeError(f"module 'afperturb' has no attribute {name!r}")

@@ -593,6 +593,18 @@ class SweepResult:
     # -- construction --------------------------------------------------------------------------
 
     @classmethod
+    def from_inspect_log(cls, path: str | Path, store: str | Path | None = None) -> SweepResult:
+        """An inspect_ai ``.eval`` log of an afperturb task (the ``inspect`` extra).
+
+        See :func:`afperturb.inspect.from_inspect_log`: the log's replies are replayed through
+        the sweep engine into ``store`` (a temporary file when None).
+        """
+        from afperturb.inspect import from_inspect_log
+
+        result: SweepResult = from_inspect_log(path, store=store)
+        return result
+
+    @classmethod
     def from_rows(
         cls,
         rows: Sequence[TrialRow],

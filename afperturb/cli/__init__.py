@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 # Importing the command modules registers them; _ORDER below fixes the --help order.
 from afperturb.cli import (
-    _analyse,  # noqa: F401  (registers report, attribute, plan, cache)
+    _analyse,  # noqa: F401  (registers report, attribute, plan, cache, from-inspect)
     _design,  # noqa: F401  (registers conditions, render, diff, templates)
     _run,  # noqa: F401  (registers demo, sweep, classify)
 )
@@ -48,6 +48,7 @@ _ORDER = (
     "report",
     "plan",
     "cache",
+    "from-inspect",
 )
 for _name in sorted(COMMANDS, key=lambda n: _ORDER.index(n) if n in _ORDER else len(_ORDER)):
     COMMANDS[_name] = COMMANDS.pop(_name)

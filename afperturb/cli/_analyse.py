@@ -205,3 +205,41 @@ def _cache(args: argparse.Namespace) -> int:
     freed = res["bytes_before"] - res["bytes_after"]
     print(f"{res['bytes_before']:,} -> {res['bytes_after']:,} bytes ({freed:,} freed)")
     return EXIT_OK
+
+
+# ---------------------------------------------------------------------- from-inspect
+
+FROM_INSPECT_EPILOG = """examples:
+  afperturb from-inspect logs/2026-12-03T10-00-00_afperturb-paper.eval --store runs.sqlite
+  afperturb attribute runs.sqlite                  # then everything else reads the store
+
+Reads an inspect_ai .eval log of an afperturb task (`inspect eval afperturb/paper ...`, or
+afperturb.inspect.task(...)) into a store, replaying its replies through the sweep engine:
+conditions, requests, samples, continuations, usage, tag and heuristic labels. Needs the
+inspect extra: pip install "afperturb[inspect]". A log of another task is refused (exit 2).
+"""
+
+
+def _from_inspect_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("log", type=Path, help="the .eval log")
+    parser.add_argument("--store", type=Path, required=True, help="the store to write")
+
+
+@command(
+    "from-inspect",
+    "read an inspect_ai log of an afperturb task into a store",
+    _from_inspect_args,
+    FROM_INSPECT_EPILOG,
+)
+def _from_inspect(args: argparse.Namespace) -> int:
+    from afperturb.inspect import from_inspect_log
+
+    if not args.log.is_file():
+        raise StoreError(f"no log at {str(args.log)!r}")
+    result = from_inspect_log(args.log, store=args.store)
+    frame = result.to_frame()
+    print(
+        f"{len(frame)} trials of {frame['model'].iloc[0] if len(frame) else '?'} "
+        f"({frame['condition_id'].nunique()} conditions) into {args.store}"
+    )
+    return EXIT_OK
