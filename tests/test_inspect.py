@@ -215,3 +215,17 @@ def test_the_cli_reads_a_log_into_a_store(log_path: Path, tmp_path: Path) -> Non
     assert cli.main(["from-inspect", str(log_path), "--store", str(store)]) == 0
     assert cli.main(["attribute", str(store)]) == 0
     assert cli.main(["from-inspect", str(tmp_path / "missing.eval"), "--store", str(store)]) == 3
+
+
+def test_a_judge_scores_beside_the_tags(tmp_path: Path) -> None:
+    import tests._judge_fakes as fakes
+    from afperturb.classify import load_judge
+
+    judge = load_judge("strongreject").using(fakes.FakeJudgeModel())
+    t = task(DESIGN, requests=2, judge=judge)
+    (log,) = inspect_eval(t, model=_mockllm(), log_dir=str(tmp_path), display="none")
+    assert log.status == "success", log.error
+    scores = {name: s.scores[name] for s in log.samples for name in s.scores}
+    assert set(scores) == {"afperturb_tags", "afperturb_strongreject"}
+    answers = {s.scores["afperturb_strongreject"].answer for s in log.samples}
+    assert answers <= {"compliant", "not_compliant"} and "compliant" in answers

@@ -8,7 +8,8 @@ these functions are called, like the plot extra's matplotlib.
   request in its metadata (``metadata["afperturb"]``); ``epochs`` are afperturb's samples. The
   solver runs the sweep's ``<NEXT/>`` continuation (up to ``max_turns`` turns until a
   ``</OUTPUT>``); the scorer is afperturb's tag parser (1 for ``<request_fully_accepted/>``, 0
-  otherwise, the tag label in the score's metadata). ``inspect eval afperturb/paper --model
+  otherwise, the tag label in the score's metadata), and with ``judge=`` an afperturb judge
+  beside it (:func:`judge_scorer`). ``inspect eval afperturb/paper --model
   openai/gpt-4o -T requests=100`` runs it from the command line (the entry point
   :mod:`afperturb.inspect._registry`).
 * :func:`from_inspect_log` reads a ``.eval`` log of such a task into a store: it rebuilds each
@@ -25,6 +26,6 @@ inspect's chat models cannot continue a final assistant message everywhere) and 
 from __future__ import annotations
 
 from afperturb.inspect._log import from_inspect_log
-from afperturb.inspect._task import continue_turns, tags_scorer, task
+from afperturb.inspect._task import continue_turns, judge_scorer, tags_scorer, task
 
-__all__ = ["continue_turns", "from_inspect_log", "tags_scorer", "task"]
+__all__ = ["continue_turns", "from_inspect_log", "judge_scorer", "tags_scorer", "task"]
