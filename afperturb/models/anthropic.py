@@ -24,10 +24,8 @@ same with it on or off.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
-
-import httpx
 
 from afperturb.models._http import HTTPBackend
 from afperturb.models.base import GenerationContext
@@ -68,29 +66,8 @@ class AnthropicMessages(HTTPBackend):
     default_base_url = "https://api.anthropic.com"
     key_env = ("ANTHROPIC_API_KEY",)
 
-    def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        proxy: str | None = None,
-        prompt_caching: bool = True,
-    ) -> None:
-        super().__init__(
-            model,
-            base_url=base_url,
-            api_key=api_key,
-            headers=headers,
-            client=client,
-            transport=transport,
-            timeout=timeout,
-            proxy=proxy,
-        )
+    def __init__(self, model: str, *, prompt_caching: bool = True, **options: Any) -> None:
+        super().__init__(model, **options)  # HTTPBackend's options (checked by models.get)
         self.prompt_caching = prompt_caching
 
     def auth_headers(self) -> dict[str, str]:

@@ -131,15 +131,30 @@ def get(name: str, **kwargs: Any) -> Model:
 def _check_options(provider: str, factory: ModelFactory, kwargs: Mapping[str, Any]) -> None:
     """Keywords ``factory`` does not take (``base_ur=``) are a DesignError, not a TypeError.
 
-    The first parameter is the model name; a factory with ``**kwargs`` checks its own.
+    The first parameter is the model name. A class whose ``__init__`` passes ``**options`` on
+    to its base takes the keywords named along its MRO (a subclass adds its own, the base has
+    the shared ones); a factory whose ``**kwargs`` go nowhere known checks its own.
     """
-    try:
-        params = list(inspect.signature(factory).parameters.values())[1:]
-    except (TypeError, ValueError):  # no signature to read: let the factory decide
-        return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    valid = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    valid: list[str] = []
+    targets = [
+        c.__dict__["__init__"] for c in getattr(factory, "__mro__", ()) if "__init__" in c.__dict__
+    ] or [factory]
+    for target in targets:
+        try:
+            params = list(inspect.signature(target).parameters.values())[1:]
+        except (TypeError, ValueError):  # no signature to read: let the factory decide
+            return
+        if target is not factory and params and params[0].name == "model":
+            params = params[1:]  # a method: self was first, then the model name
+        valid += [
+            p.name
+            for p in params
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in valid
+        ]
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    else:
+        return  # every signature along the way takes **kwargs: nothing to check against
     for key in kwargs:
         if key not in valid:
             raise unknown_choice(f"{provider} model option", key, valid, suggest=True)

@@ -20,8 +20,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import httpx
-
 from afperturb.models._http import HTTPBackend, env_key
 from afperturb.models.base import GenerationContext
 from afperturb.records import Completion, Message, SamplingParams, Usage
@@ -115,28 +113,9 @@ class _OpenAIBase(HTTPBackend):
     path: ClassVar[str] = ""
 
     def __init__(
-        self,
-        model: str,
-        *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        proxy: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
+        self, model: str, *, extra_body: Mapping[str, Any] | None = None, **options: Any
     ) -> None:
-        super().__init__(
-            model,
-            base_url=base_url,
-            api_key=api_key,
-            headers=headers,
-            client=client,
-            transport=transport,
-            timeout=timeout,
-            proxy=proxy,
-        )
+        super().__init__(model, **options)  # HTTPBackend's options (checked by models.get)
         self.extra_body: dict[str, Any] = dict(extra_body or {})
 
     def config(self) -> dict[str, Any]:
@@ -252,28 +231,11 @@ class OpenAIChat(_OpenAIBase):
         self,
         model: str,
         *,
-        base_url: str | None = None,
-        api_key: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        client: httpx.AsyncClient | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        timeout: float | httpx.Timeout | None = None,
-        proxy: str | None = None,
-        extra_body: Mapping[str, Any] | None = None,
         continue_final_message: bool = False,
         prompt_caching: bool | None = None,
+        **options: Any,
     ) -> None:
-        super().__init__(
-            model,
-            base_url=base_url,
-            api_key=api_key,
-            headers=headers,
-            client=client,
-            transport=transport,
-            timeout=timeout,
-            proxy=proxy,
-            extra_body=extra_body,
-        )
+        super().__init__(model, **options)
         self.continue_final_message = continue_final_message
         # None: on for OpenAI's own API (other servers may not know the field), off elsewhere.
         self.prompt_caching = (
