@@ -27,34 +27,27 @@ from pathlib import Path
 from types import ModuleType
 
 
-def load_benchmark_server() -> ModuleType:
-    """benchmarks/loopback_server.py (rate limits, fault kinds, a subprocess mode), by path:
-    benchmarks/ is not a package. Loaded once per test session."""
-    name = "afperturb_bench_loopback"
+def _load_benchmark(name: str, file: str) -> ModuleType:
+    """``benchmarks/<file>`` by path (benchmarks/ is not a package), once per test session."""
     if name in sys.modules:
         return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "loopback_server.py"
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / file
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_benchmark_server() -> ModuleType:
+    """benchmarks/loopback_server.py: rate limits, fault kinds, a subprocess mode."""
+    return _load_benchmark("afperturb_bench_loopback", "loopback_server.py")
 
 
 def load_caching_server() -> ModuleType:
-    """benchmarks/caching_server.py (the providers' prompt-caching rules and a bill), by path.
-    Loaded once per test session."""
-    name = "afperturb_bench_caching"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "caching_server.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """benchmarks/caching_server.py: the providers' prompt-caching rules and a bill."""
+    return _load_benchmark("afperturb_bench_caching", "caching_server.py")
 
 
 FIRST = "<SCRATCHPAD_REASONING>thinking</SCRATCHPAD_REASONING><OUTPUT>"
